@@ -1,0 +1,25 @@
+"""`make bench`: every benchmark in one run, each figure beside its ceiling.
+
+Benchmarks are not tests: they print figures (and the ratio to a ceiling or a
+target measured in the same run, since these machines are noisy) for
+docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHES = ["bench.bench_sim"]
+
+
+def main(names: list[str]) -> int:
+    for name in names or BENCHES:
+        module = importlib.import_module(name)
+        print(f"== {name}", flush=True)
+        module.main()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
