@@ -1,0 +1,1 @@
+"""The insights engine: per-call state turned from telemetry into insight events."""
