@@ -1,8 +1,206 @@
 """The `callstream` command line."""
 
-import typer
+from __future__ import annotations
 
-app = typer.Typer(no_args_is_help=True, help="Self-hosted Voice Insights Event Streams.")
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from callstream.accounts import AccountError, create_account
+from callstream.config import Settings, SettingsError, load_settings
+from callstream.sim.cli import simulate
+from callstream.store.interfaces import Account
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Self-hosted Voice Insights Event Streams.",
+    pretty_exceptions_enable=False,
+)
+accounts_app = typer.Typer(no_args_is_help=True, help="Manage accounts (embedded backend).")
+app.add_typer(accounts_app, name="accounts")
+app.command("simulate")(simulate)
+
+err = Console(stderr=True)
+
+# Exit codes: 0 done, 1 failed, 2 bad usage or settings.
+EXIT_USAGE = 2
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="TOML settings file (or CALLSTREAM_CONFIG).")
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Embedded data directory [env CALLSTREAM_DATA_DIR]."),
+]
+
+
+def _settings(config: Path | None, **flags: Any) -> Settings:
+    try:
+        return load_settings(flags, os.environ, config)
+    except SettingsError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    host: Annotated[str | None, typer.Option(help="Listen address [env CALLSTREAM_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port [env CALLSTREAM_PORT].")] = None,
+    public_url: Annotated[
+        str | None, typer.Option(help="Base URL in links [env CALLSTREAM_PUBLIC_URL].")
+    ] = None,
+    partial_after: Annotated[
+        str | None, typer.Option(help="First partial summary after call end, e.g. 10s.")
+    ] = None,
+    complete_after: Annotated[
+        str | None, typer.Option(help="Complete summary after call end, e.g. 30m.")
+    ] = None,
+    account_sid: Annotated[str | None, typer.Option(help="Default account SID.")] = None,
+    auth_token: Annotated[str | None, typer.Option(help="Default account auth token.")] = None,
+    roles: Annotated[
+        str | None,
+        typer.Option(help="Stages to run: all, or a comma list of api, ingest, engine."),
+    ] = None,
+) -> None:
+    """Run callstream: the ingest API on the embedded backend."""
+    from callstream.server import serve as run
+
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        public_url=public_url,
+        partial_after=partial_after,
+        complete_after=complete_after,
+        account_sid=account_sid,
+        auth_token=auth_token,
+        roles=roles,
+    )
+    try:
+        run(settings)
+    except AccountError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _account_dict(account: Account) -> dict[str, str]:
+    return {"account_sid": account.sid, "auth_token": account.auth_token}
+
+
+@accounts_app.command("create")
+def accounts_create(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    friendly_name: Annotated[str, typer.Option(help="A name to recognise it by.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Create an account and print its SID and auth token."""
+    from callstream.server import open_embedded
+
+    services = open_embedded(_settings(config, data_dir=data_dir))
+    try:
+        account = asyncio.run(create_account(services.accounts, friendly_name=friendly_name))
+    finally:
+        services.db.close()
+    if as_json:
+        typer.echo(json.dumps(_account_dict(account)))
+    else:
+        typer.echo(f"account_sid  {account.sid}\nauth_token   {account.auth_token}")
+
+
+@accounts_app.command("list")
+def accounts_list(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    show_tokens: Annotated[bool, typer.Option(help="Show auth tokens too.")] = False,
+) -> None:
+    """List the accounts of a data directory."""
+    from callstream.server import open_embedded
+
+    services = open_embedded(_settings(config, data_dir=data_dir))
+    try:
+        accounts = asyncio.run(services.accounts.list_accounts())
+    finally:
+        services.db.close()
+    if as_json:
+        rows = [
+            {**_account_dict(a), "friendly_name": a.friendly_name}
+            if show_tokens
+            else {"account_sid": a.sid, "friendly_name": a.friendly_name}
+            for a in accounts
+        ]
+        typer.echo(json.dumps(rows))
+        return
+    table = Table("account_sid", "friendly_name", *(["auth_token"] if show_tokens else []))
+    for a in accounts:
+        table.add_row(a.sid, a.friendly_name, *([a.auth_token] if show_tokens else []))
+    Console().print(table)
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    port: Annotated[int | None, typer.Option(help="Listen port [env CALLSTREAM_PORT].")] = None,
+) -> None:
+    """Run the server with demo timers, play simulated calls into it and watch the events."""
+    from callstream.demo import run_demo
+
+    run_demo(_settings(config, data_dir=data_dir, port=port))
+
+
+@app.command()
+def tail(
+    url: Annotated[
+        str, typer.Option(envvar="CALLSTREAM_URL", help="callstream's base URL.")
+    ] = "http://127.0.0.1:8080",
+    account_sid: Annotated[
+        str | None, typer.Option(envvar="CALLSTREAM_ACCOUNT_SID", help="Account SID.")
+    ] = None,
+    auth_token: Annotated[
+        str | None, typer.Option(envvar="CALLSTREAM_AUTH_TOKEN", help="Auth token.")
+    ] = None,
+    event_type: Annotated[
+        list[str] | None, typer.Option("--type", help="Only this event type (repeatable).")
+    ] = None,
+    call_sid: Annotated[str | None, typer.Option(help="Only events of this call.")] = None,
+    from_start: Annotated[
+        bool, typer.Option("--from-start", help="Begin with the oldest event, not the newest.")
+    ] = False,
+    follow: Annotated[bool, typer.Option(help="Keep waiting for new events.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="One CloudEvent JSON per line.")] = False,
+) -> None:
+    """Follow an account's insight events as the engine produces them."""
+    from callstream.tail import TailError, follow_events
+
+    if not account_sid or not auth_token:
+        err.print("[red]error:[/red] give --account-sid and --auth-token (or CALLSTREAM_*)")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        follow_events(
+            url,
+            (account_sid, auth_token),
+            types=event_type or [],
+            call_sid=call_sid,
+            from_start=from_start,
+            follow=follow,
+            as_json=as_json,
+        )
+    except TailError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:

@@ -56,6 +56,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     schema_base_url: str = "https://events-schemas.twilio.com"
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
+    roles: str = "all"
+    """The stages this process runs: all, or a comma list of api, ingest, engine."""
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        names = {part.strip() for part in self.roles.split(",") if part.strip()}
+        return ROLES if "all" in names else frozenset(names)
 
     @property
     def base_url(self) -> str:
@@ -63,6 +70,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
+ROLES = frozenset({"api", "ingest", "engine"})
 _DURATIONS = frozenset({"partial_after", "complete_after"})
 _FIELDS = frozenset(Settings.__struct_fields__)
 
@@ -90,6 +98,16 @@ def _from_file(path: Path) -> dict[str, Any]:
 
 
 def _normalise(values: dict[str, Any]) -> dict[str, Any]:
+    if "roles" in values:
+        names = {part.strip() for part in str(values["roles"]).split(",") if part.strip()}
+        unknown = names - ROLES - {"all"}
+        if unknown or not names:
+            raise SettingsError(
+                f"ROLES must be all or a comma list of {', '.join(sorted(ROLES))}, "
+                f"not {values['roles']!r}"
+            )
+    if "data_dir" in values:
+        values["data_dir"] = Path(values["data_dir"])
     for name in _DURATIONS & values.keys():
         values[name] = parse_duration(values[name])
     if "allow_private_destinations" in values and isinstance(

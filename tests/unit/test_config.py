@@ -47,7 +47,8 @@ def test_public_url_and_booleans_from_env() -> None:
         "CALLSTREAM_PUBLIC_URL": "https://events.example.com/",
         "CALLSTREAM_ALLOW_PRIVATE_DESTINATIONS": "yes",
     }
-    settings = load_settings(env=env)
+    settings = load_settings(env={**env, "CALLSTREAM_DATA_DIR": "/srv/callstream"})
+    assert settings.data_dir == Path("/srv/callstream")
     assert settings.base_url == "https://events.example.com"
     assert settings.allow_private_destinations is True
 
@@ -63,3 +64,10 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
         load_settings(config_file=bad)
     with pytest.raises(SettingsError, match="cannot read"):
         load_settings(config_file=tmp_path / "missing.toml")
+
+
+def test_roles() -> None:
+    assert load_settings(env={}).role_set == {"api", "ingest", "engine"}
+    assert load_settings({"roles": "ingest, api"}).role_set == {"api", "ingest"}
+    with pytest.raises(SettingsError, match="ROLES"):
+        load_settings({"roles": "ingest,cook"})

@@ -1,0 +1,127 @@
+"""The HTTP server: wires the embedded stores to the routes and runs uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from callstream.accounts import ensure_default_account
+from callstream.api.errors import ApiError, error_response
+from callstream.api.live import LiveRoutes
+from callstream.config import Settings
+from callstream.ingest.routes import IngestRoutes
+from callstream.insights.call import CallInsights
+from callstream.insights.engine import Engine
+from callstream.insights.step import EngineConfig
+from callstream.logs import configure as configure_logs
+from callstream.store.sqlite.accounts import SqliteAccountStore
+from callstream.store.sqlite.database import Database
+from callstream.store.sqlite.engine import SqliteEngineStore, SqliteEventLog
+from callstream.store.sqlite.schema import migrate
+from callstream.store.sqlite.signal import HighWater
+from callstream.store.sqlite.telemetry import SqliteTelemetryLog
+
+DATABASE_FILE = "callstream.db"
+PARTITIONS = 16
+
+
+@dataclass(frozen=True)
+class Services:
+    db: Database
+    accounts: SqliteAccountStore
+    telemetry: SqliteTelemetryLog
+    engine_store: SqliteEngineStore
+    events: SqliteEventLog
+
+
+def open_embedded(settings: Settings) -> Services:
+    """The embedded backend on the data directory, migrated to this version."""
+    db = Database(settings.data_dir / DATABASE_FILE)
+    db.write_sync(migrate)
+    events_written = HighWater()
+    return Services(
+        db=db,
+        accounts=SqliteAccountStore(db),
+        telemetry=SqliteTelemetryLog(db, PARTITIONS),
+        engine_store=SqliteEngineStore(db, events_written),
+        events=SqliteEventLog(db, events_written),
+    )
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: 20404, 405: 20004}.get(exc.status_code, exc.status_code)
+    return error_response(ApiError(exc.status_code, code, str(exc.detail)))
+
+
+async def _health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(settings: Settings) -> Starlette:
+    services = open_embedded(settings)
+    ingest = IngestRoutes(services.accounts, services.telemetry)
+    live = LiveRoutes(services.accounts, services.events, settings.schema_base_url)
+    logic = CallInsights(
+        EngineConfig(partial_after=settings.partial_after, complete_after=settings.complete_after)
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        account, created = await ensure_default_account(
+            services.accounts, settings.account_sid, settings.auth_token
+        )
+        if created:
+            print(
+                f"Created the default account {account.sid}\n"
+                f"  auth token: {account.auth_token}\n"
+                f"  (kept in {settings.data_dir}; `callstream accounts list` shows it again)",
+                file=sys.stderr,
+                flush=True,
+            )
+        engine = Engine(services.telemetry, services.engine_store, logic)
+        if "engine" in settings.role_set:
+            engine.start()
+        try:
+            yield
+        finally:
+            await engine.stop()
+            services.db.close()
+
+    return Starlette(
+        routes=[
+            Route("/healthz", _health, methods=["GET"]),
+            Route("/v1/Telemetry", ingest.telemetry, methods=["POST"]),
+            Route("/callstream/v1/Events", live.events, methods=["GET"]),
+        ],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    configure_logs(settings.log_format, settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        lifespan="on",
+    )
