@@ -42,9 +42,9 @@ def test_every_type_has_description_status_and_documentation() -> None:
 def test_sources_follow_the_rest_paths() -> None:
     cat = catalogue()
     sid = "CA" + "0" * 32
-    assert cat.event_type("com.twilio.voice.insights.call-event.sdk").source_for(
-        call_sid=sid
-    ) == (f"/v1/Voice/{sid}/Events")
+    assert cat.event_type("com.twilio.voice.insights.call-event.sdk").source_for(call_sid=sid) == (
+        f"/v1/Voice/{sid}/Events"
+    )
     assert cat.event_type("com.twilio.voice.insights.call-metrics.gateway").source_for(
         call_sid=sid
     ) == (f"/v1/Voice/{sid}/Metrics")
