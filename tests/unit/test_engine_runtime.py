@@ -20,7 +20,7 @@ from callstream.insights.engine import PartitionWorker
 from callstream.insights.step import Step
 from callstream.model.insights import CallEvent, CallSummary
 from callstream.model.telemetry import GatewayEvent, TelemetryRecord
-from callstream.store.interfaces import TelemetryItem, partition_of
+from callstream.store.interfaces import TelemetryChunk, partition_of
 from callstream.store.sqlite.database import Database
 from callstream.store.sqlite.engine import SqliteEngineStore, SqliteEventLog
 from callstream.store.sqlite.schema import migrate
@@ -88,11 +88,18 @@ def call_sid(n: int) -> str:
     return f"CA{n:032x}"
 
 
-def record(n: int, call: int) -> TelemetryItem:
-    event = GatewayEvent(
+def record(n: int, call: int) -> GatewayEvent:
+    return GatewayEvent(
         id=f"r{n}", call_sid=call_sid(call), timestamp=T0, edge="carrier_edge", name="ringing"
     )
-    return TelemetryItem(event.id, event.call_sid, msgspec.msgpack.encode(event))
+
+
+def chunk(records: list[GatewayEvent], partitions: int = 4) -> list[TelemetryChunk]:
+    """The records as the ingest API stores them: one chunk per partition."""
+    groups: dict[int, list[GatewayEvent]] = {}
+    for r in records:
+        groups.setdefault(partition_of(r.call_sid, partitions), []).append(r)
+    return [TelemetryChunk(p, len(g), msgspec.msgpack.encode(g)) for p, g in groups.items()]
 
 
 class Clock:
@@ -120,7 +127,7 @@ def test_records_become_events_and_timers_fire_once(stores: Any) -> None:
 
     async def scenario() -> None:
         calls = [c for c in range(40) if partition_of(call_sid(c), 4) == 0][:3]
-        await log.append(ACCOUNT, [record(i, calls[i % 3]) for i in range(9)])
+        await log.append(ACCOUNT, chunk([record(i, calls[i % 3]) for i in range(9)]))
         worker = PartitionWorker(0, log, store, CountingLogic(), clock)
         worker.cursor = await store.cursor(0)
         assert await worker.step()
@@ -144,11 +151,11 @@ def test_a_restarted_worker_resumes_from_its_committed_cursor(stores: Any) -> No
 
     async def scenario() -> None:
         calls = [c for c in range(40) if partition_of(call_sid(c), 4) == 1][:2]
-        await log.append(ACCOUNT, [record(i, calls[i % 2]) for i in range(6)])
+        await log.append(ACCOUNT, chunk([record(i, calls[i % 2]) for i in range(6)]))
         first = PartitionWorker(1, log, store, CountingLogic(), Clock())
         first.cursor = await store.cursor(1)
         await first.step()
-        await log.append(ACCOUNT, [record(i, calls[i % 2]) for i in range(6, 10)])
+        await log.append(ACCOUNT, chunk([record(i, calls[i % 2]) for i in range(6, 10)]))
         second = PartitionWorker(1, log, store, CountingLogic(), Clock())
         second.cursor = await store.cursor(1)
         assert second.cursor == first.cursor
@@ -162,25 +169,53 @@ def test_a_restarted_worker_resumes_from_its_committed_cursor(stores: Any) -> No
     asyncio.run(scenario())
 
 
+def test_a_record_sent_twice_is_applied_once(stores: Any) -> None:
+    _, log, store, events = stores
+
+    async def scenario() -> None:
+        call = next(c for c in range(40) if partition_of(call_sid(c), 4) == 0)
+        batch = [record(i, call) for i in range(4)]
+        await log.append(ACCOUNT, chunk(batch))
+        worker = PartitionWorker(0, log, store, CountingLogic(), Clock(), cache_calls=0)
+        await worker.step()
+        # The same records again, in a later request, after the call left the cache.
+        await log.append(ACCOUNT, chunk([*batch[2:], record(9, call)]))
+        await worker.step()
+        produced = await events.read(0, 100)
+        assert len(produced) == 5
+        assert worker.duplicates == 2
+
+    asyncio.run(scenario())
+
+
 def test_a_failing_commit_leaves_nothing_behind(stores: Any) -> None:
     _, log, store, events = stores
 
     class Exploding(CountingLogic):
+        explode = True
+
         def apply(self, state: Any, records: Sequence[TelemetryRecord], now: float) -> Step:
             step = super().apply(state, records, now)
-            if state.seen > 2:
+            if self.explode and state.seen > 2:
                 raise RuntimeError("boom")
             return step
 
     async def scenario() -> None:
         call = next(c for c in range(40) if partition_of(call_sid(c), 4) == 2)
-        await log.append(ACCOUNT, [record(i, call) for i in range(5)])
-        worker = PartitionWorker(2, log, store, Exploding(), Clock())
+        await log.append(ACCOUNT, chunk([record(i, call) for i in range(5)]))
+        logic = Exploding()
+        worker = PartitionWorker(2, log, store, logic, Clock())
         with pytest.raises(RuntimeError):
             await worker.step()
         assert await events.read(0, 100) == []
         assert await store.cursor(2) == 0
         assert await store.pending_timers() == 0
+        # Retried, the step starts from the stored truth, not from the state the
+        # failed attempt had already changed in memory.
+        logic.explode = False
+        await worker.step()
+        seqs = sorted(e.event.identity for e in await events.read(0, 100))
+        assert seqs == [f"event/carrier_edge/{i}" for i in range(5)]
 
     asyncio.run(scenario())
 
@@ -192,7 +227,7 @@ def test_waiting_readers_wake_when_telemetry_arrives(stores: Any) -> None:
         call = next(c for c in range(40) if partition_of(call_sid(c), 4) == 3)
         waiter = asyncio.create_task(log.wait(3, 0, timeout=30))
         await asyncio.sleep(0)  # let the waiter start waiting before the append
-        await log.append(ACCOUNT, [record(1, call)])
+        await log.append(ACCOUNT, chunk([record(1, call)]))
         await asyncio.wait_for(waiter, timeout=5)
 
     asyncio.run(scenario())

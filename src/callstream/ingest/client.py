@@ -28,7 +28,6 @@ class IngestRefused(RuntimeError):
 
 class IngestCounts(msgspec.Struct):
     accepted: int = 0
-    duplicates: int = 0
 
 
 class IngestClient:
@@ -72,7 +71,6 @@ class IngestClient:
                 if response.status_code == 202:
                     counts = msgspec.json.decode(response.content, type=IngestCounts)
                     self.totals.accepted += counts.accepted
-                    self.totals.duplicates += counts.duplicates
                     return counts
                 if response.status_code != 429 and response.status_code < 500:
                     raise IngestRefused(response.status_code, response.text)

@@ -3,7 +3,9 @@
 ``POST /v1/Telemetry`` takes a JSON array (``application/json``) or one record per
 line (``application/x-ndjson``) of the four telemetry kinds (docs/ingest.md).
 A batch is all or nothing: one bad record rejects the request with a 400 that
-names every bad record, and nothing of it is stored.
+names every bad record, and nothing of it is stored. A record sent again (same
+idempotency id) is stored again but applied once: the engine remembers the ids
+each call has applied (docs/decisions/0004-telemetry-chunks.md).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from starlette.responses import Response
 
 from callstream.api.auth import require_account
 from callstream.api.errors import ApiError
-from callstream.model.telemetry import TelemetryError, decode_batch, decode_ndjson
-from callstream.store.interfaces import AccountStore, TelemetryItem, TelemetryLog
+from callstream.model.telemetry import TelemetryError, TelemetryRecord, decode_batch, decode_ndjson
+from callstream.store.interfaces import AccountStore, TelemetryChunk, TelemetryLog, partition_of
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_RECORDS = 10_000
@@ -30,7 +32,6 @@ _msgpack = msgspec.msgpack.Encoder()
 
 class IngestResult(msgspec.Struct, frozen=True):
     accepted: int
-    duplicates: int
 
 
 async def _read_body(request: Request) -> bytes:
@@ -78,10 +79,17 @@ class IngestRoutes:
             ) from None
         if len(records) > MAX_RECORDS:
             raise ApiError(413, TOO_LARGE, f"A batch may hold at most {MAX_RECORDS} records")
-        items = [TelemetryItem(r.id, r.call_sid, _msgpack.encode(r)) for r in records]
-        result = await self._log.append(account.sid, items) if items else None
-        payload = IngestResult(
-            accepted=result.accepted if result else 0,
-            duplicates=result.duplicates if result else 0,
-        )
+        if records:
+            await self._log.append(account.sid, self._chunks(records))
+        payload = IngestResult(accepted=len(records))
         return Response(_encoder.encode(payload), status_code=202, media_type="application/json")
+
+    def _chunks(self, records: list[TelemetryRecord]) -> list[TelemetryChunk]:
+        partitions = self._log.partitions
+        groups: dict[int, list[TelemetryRecord]] = {}
+        for record in records:
+            groups.setdefault(partition_of(record.call_sid, partitions), []).append(record)
+        return [
+            TelemetryChunk(partition, len(group), _msgpack.encode(group))
+            for partition, group in groups.items()
+        ]

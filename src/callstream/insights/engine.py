@@ -5,14 +5,23 @@ call in arrival order). A step reads a batch of telemetry and the timers that
 are due, runs the call logic on each call touched, and commits the new cursor,
 call states, timers and events together, so a crash replays the step and
 nothing is lost or half-done.
+
+Records carry idempotency ids; the runtime remembers, per call, the ids it has
+applied and skips a record it has seen, so a batch a sender retried after a lost
+202 is counted once. Calls in progress stay decoded in a bounded cache between
+steps; the database is the truth, and the cache is dropped for any step that fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
+from array import array
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgspec
@@ -27,16 +36,19 @@ from callstream.store.interfaces import (
     LogEntry,
     OutputEvent,
     PartitionCommit,
+    StoredCall,
     TelemetryLog,
     Timer,
 )
 
 log = structlog.get_logger(__name__)
 
-BATCH_RECORDS = 2000
-BATCH_TIMERS = 500
+BATCH_RECORDS = 4000
+BATCH_TIMERS = 1000
 # How long an idle worker sleeps before it looks again (a timer or an append wakes it sooner).
 MAX_IDLE = 1.0
+# Calls kept decoded between steps, per worker.
+CACHE_CALLS = 2000
 
 
 class CallLogic(Protocol):
@@ -49,13 +61,14 @@ class CallLogic(Protocol):
     def fire(self, state: Any, kind: str, now: float) -> Step: ...
 
 
-_record_decoder = msgspec.msgpack.Decoder(TelemetryRecord)
+_chunk_decoder = msgspec.msgpack.Decoder(list[TelemetryRecord])
 _event_encoder = msgspec.msgpack.Encoder()
 
 
-async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), seconds)
+def record_key(record_id: str) -> int:
+    """A stable 64-bit key for an idempotency id (collisions within one call: ~1e-14)."""
+    digest = hashlib.blake2b(record_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
 
 
 def output_event(event: InsightEvent) -> OutputEvent:
@@ -71,6 +84,22 @@ def output_event(event: InsightEvent) -> OutputEvent:
     )
 
 
+@dataclass
+class LiveCall:
+    """A call as a worker holds it during and between steps."""
+
+    state: Any
+    seen: set[int]
+
+    def stored(self, logic: CallLogic) -> StoredCall:
+        return StoredCall(logic.encode_state(self.state), array("q", self.seen).tobytes())
+
+
+async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
+
+
 class PartitionWorker:
     def __init__(
         self,
@@ -79,14 +108,18 @@ class PartitionWorker:
         store: EngineStore,
         logic: CallLogic,
         clock: Callable[[], float] = time.time,
+        cache_calls: int = CACHE_CALLS,
     ) -> None:
         self.partition = partition
         self._log = log
         self._store = store
         self._logic = logic
         self._clock = clock
+        self._cache: OrderedDict[CallKey, LiveCall] = OrderedDict()
+        self._cache_calls = cache_calls
         self.cursor = 0
         self.processed = 0
+        self.duplicates = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
         self.cursor = await self._store.cursor(self.partition)
@@ -112,11 +145,16 @@ class PartitionWorker:
         timers = await self._store.due_timers(self.partition, now, BATCH_TIMERS)
         if not entries and not timers:
             return False
-        commit = await self._run(entries, timers, now)
-        await self._store.commit(commit)
+        try:
+            commit = await self._run(entries, timers, now)
+            await self._store.commit(commit)
+        except BaseException:
+            # The logic changed cached states in place; the database still has the truth.
+            self._cache.clear()
+            raise
         if commit.cursor is not None:
             self.cursor = commit.cursor
-        self.processed += len(entries)
+        self.processed += sum(entry.records for entry in entries)
         return True
 
     async def _idle(self, stopping: asyncio.Event) -> None:
@@ -141,29 +179,33 @@ class PartitionWorker:
     ) -> PartitionCommit:
         by_call: dict[CallKey, list[TelemetryRecord]] = {}
         for entry in entries:
-            record = _record_decoder.decode(entry.body)
-            by_call.setdefault((entry.account_sid, record.call_sid), []).append(record)
+            account_sid = entry.account_sid
+            for record in _chunk_decoder.decode(entry.body):
+                key = (account_sid, record.call_sid)
+                batch = by_call.get(key)
+                if batch is None:
+                    by_call[key] = [record]
+                else:
+                    batch.append(record)
         timers_by_call: dict[CallKey, list[Timer]] = {}
         for timer in timers:
             timers_by_call.setdefault((timer.account_sid, timer.call_sid), []).append(timer)
         keys = list(by_call.keys() | timers_by_call.keys())
-        stored = await self._store.load_calls(self.partition, keys)
+        calls = await self._load(keys)
 
-        states: dict[CallKey, bytes] = {}
+        stored: dict[CallKey, StoredCall] = {}
         events: list[OutputEvent] = []
         timers_set: list[Timer] = []
         timers_cancelled: list[Timer] = []
         for key in keys:
-            raw = stored.get(key)
-            state = (
-                self._logic.decode_state(raw) if raw is not None else self._logic.new_state(*key)
-            )
+            call = calls[key]
             step = Step()
-            if key in by_call:
-                step.merge(self._logic.apply(state, by_call[key], now))
+            records = self._unseen(call, by_call.get(key, ()))
+            if records:
+                step.merge(self._logic.apply(call.state, records, now))
             for timer in timers_by_call.get(key, ()):
-                step.merge(self._logic.fire(state, timer.kind, now))
-            states[key] = self._logic.encode_state(state)
+                step.merge(self._logic.fire(call.state, timer.kind, now))
+            stored[key] = call.stored(self._logic)
             events.extend(output_event(e) for e in step.events)
             for kind, due in step.timers.items():
                 timer = Timer(key[0], key[1], kind, due if due is not None else 0.0)
@@ -171,12 +213,50 @@ class PartitionWorker:
         return PartitionCommit(
             partition=self.partition,
             cursor=entries[-1].offset if entries else None,
-            calls=states,
-            events=events,
+            calls=stored,
             timers_done=list(timers),
             timers_cancelled=timers_cancelled,
             timers_set=timers_set,
+            events=events,
         )
+
+    def _unseen(self, call: LiveCall, records: Sequence[TelemetryRecord]) -> list[TelemetryRecord]:
+        fresh: list[TelemetryRecord] = []
+        seen = call.seen
+        for record in records:
+            key = record_key(record.id)
+            if key in seen:
+                self.duplicates += 1
+                continue
+            seen.add(key)
+            fresh.append(record)
+        return fresh
+
+    async def _load(self, keys: Sequence[CallKey]) -> dict[CallKey, LiveCall]:
+        calls: dict[CallKey, LiveCall] = {}
+        missing: list[CallKey] = []
+        for key in keys:
+            cached = self._cache.get(key)
+            if cached is None:
+                missing.append(key)
+            else:
+                self._cache.move_to_end(key)
+                calls[key] = cached
+        if missing:
+            found = await self._store.load_calls(self.partition, missing)
+            for key in missing:
+                row = found.get(key)
+                if row is None:
+                    call = LiveCall(self._logic.new_state(*key), set())
+                else:
+                    seen = array("q")
+                    seen.frombytes(row.seen)
+                    call = LiveCall(self._logic.decode_state(row.state), set(seen))
+                calls[key] = call
+                self._cache[key] = call
+        while len(self._cache) > self._cache_calls:
+            self._cache.popitem(last=False)
+        return calls
 
 
 class Engine:

@@ -170,8 +170,8 @@ def post(
             )
             counts = client.totals
         console.print(
-            f"posted {sent} records of {simulation.stats.calls_started} calls: "
-            f"{counts.accepted} accepted, {counts.duplicates} duplicates"
+            f"posted {sent} records of {simulation.stats.calls_started} calls "
+            f"({counts.accepted} accepted)"
         )
         return sent
 

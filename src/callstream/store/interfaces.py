@@ -43,23 +43,23 @@ class AccountStore(Protocol):
     async def get_api_key(self, sid: str) -> ApiKey | None: ...
 
 
-class TelemetryItem(msgspec.Struct, frozen=True):
-    """One record to append: its idempotency id, its call and its encoded body."""
+class TelemetryChunk(msgspec.Struct, frozen=True):
+    """The records of one ingest request that belong to one partition, encoded together.
 
-    record_id: str
-    call_sid: str
+    Storing a chunk per partition rather than a row per record is what lets one
+    durable append keep up with hundreds of thousands of records a second.
+    """
+
+    partition: int
+    records: int
     body: bytes
-
-
-class AppendResult(msgspec.Struct, frozen=True):
-    accepted: int
-    duplicates: int
 
 
 class LogEntry(msgspec.Struct, frozen=True):
     offset: int
     account_sid: str
     received_at: float
+    records: int
     body: bytes
 
 
@@ -68,12 +68,13 @@ class TelemetryLog(Protocol):
 
     partitions: int
 
-    async def append(self, account_sid: str, items: Sequence[TelemetryItem]) -> AppendResult:
-        """Store all items durably, or none; records already stored are counted, not stored."""
+    async def append(self, account_sid: str, chunks: Sequence[TelemetryChunk]) -> None:
+        """Store all chunks durably, or none."""
         ...
 
     async def read(self, partition: int, after: int, limit: int) -> Sequence[LogEntry]:
-        """Entries of one partition with offset > ``after``, oldest first."""
+        """Chunks of one partition with offset > ``after``, oldest first, of about
+        ``limit`` records in all (at least one chunk when there is one)."""
         ...
 
     async def read_all(self, after: int, limit: int) -> Sequence[LogEntry]:
@@ -87,6 +88,14 @@ class TelemetryLog(Protocol):
 
 CallKey = tuple[str, str]
 """(account_sid, call_sid): call SIDs are only unique within an account."""
+
+
+class StoredCall(msgspec.Struct, frozen=True):
+    """A call as the engine keeps it: its logic's state, and the ids of the records
+    it has applied (so a record sent twice is applied once)."""
+
+    state: bytes
+    seen: bytes
 
 
 class Timer(msgspec.Struct, frozen=True):
@@ -121,7 +130,7 @@ class PartitionCommit(msgspec.Struct, frozen=True, kw_only=True):
 
     partition: int
     cursor: int | None = None
-    calls: dict[CallKey, bytes] = {}
+    calls: dict[CallKey, StoredCall] = {}
     timers_done: list[Timer] = []
     timers_cancelled: list[Timer] = []
     timers_set: list[Timer] = []
@@ -140,7 +149,9 @@ class EngineStore(Protocol):
 
     async def cursor(self, partition: int) -> int: ...
 
-    async def load_calls(self, partition: int, keys: Sequence[CallKey]) -> dict[CallKey, bytes]:
+    async def load_calls(
+        self, partition: int, keys: Sequence[CallKey]
+    ) -> dict[CallKey, StoredCall]:
         """The stored state of each call that has one."""
         ...
 

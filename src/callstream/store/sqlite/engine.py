@@ -15,12 +15,15 @@ from callstream.store.interfaces import (
     EventEntry,
     OutputEvent,
     PartitionCommit,
+    StoredCall,
     Timer,
 )
 from callstream.store.sqlite.database import Database
 from callstream.store.sqlite.signal import HighWater
 
 _EVENTS = "events"
+# SQLite's default limit on bound parameters is 999 in older builds.
+_MAX_PARAMS = 500
 
 
 class SqliteEngineStore:
@@ -39,16 +42,24 @@ class SqliteEngineStore:
 
         return await self._db.read(job)
 
-    async def load_calls(self, partition: int, keys: Sequence[CallKey]) -> dict[CallKey, bytes]:
-        def job(conn: sqlite3.Connection) -> dict[CallKey, bytes]:
-            found: dict[CallKey, bytes] = {}
+    async def load_calls(
+        self, partition: int, keys: Sequence[CallKey]
+    ) -> dict[CallKey, StoredCall]:
+        def job(conn: sqlite3.Connection) -> dict[CallKey, StoredCall]:
+            found: dict[CallKey, StoredCall] = {}
+            by_account: dict[str, list[str]] = {}
             for account_sid, call_sid in keys:
-                row = conn.execute(
-                    "SELECT state FROM calls WHERE account_sid = ? AND call_sid = ?",
-                    (account_sid, call_sid),
-                ).fetchone()
-                if row is not None:
-                    found[(account_sid, call_sid)] = row[0]
+                by_account.setdefault(account_sid, []).append(call_sid)
+            for account_sid, call_sids in by_account.items():
+                for start in range(0, len(call_sids), _MAX_PARAMS):
+                    chunk = call_sids[start : start + _MAX_PARAMS]
+                    rows = conn.execute(
+                        "SELECT call_sid, state, seen FROM calls WHERE account_sid = ? "
+                        f"AND call_sid IN ({','.join('?' * len(chunk))})",
+                        (account_sid, *chunk),
+                    )
+                    for call_sid, state, seen in rows:
+                        found[(account_sid, call_sid)] = StoredCall(state, seen)
             return found
 
         return await self._db.read(job)
@@ -94,9 +105,9 @@ def _write_commit(conn: sqlite3.Connection, consumer: str, commit: PartitionComm
             (consumer, partition, commit.cursor),
         )
     conn.executemany(
-        "INSERT INTO calls VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (account_sid, call_sid) DO UPDATE SET state = excluded.state",
-        [(a, c, partition, state) for (a, c), state in commit.calls.items()],
+        "INSERT INTO calls VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_sid, call_sid) "
+        "DO UPDATE SET state = excluded.state, seen = excluded.seen",
+        [(a, c, partition, call.state, call.seen) for (a, c), call in commit.calls.items()],
     )
     conn.executemany(
         "DELETE FROM timers WHERE account_sid = ? AND call_sid = ? AND kind = ? AND due_at = ?",

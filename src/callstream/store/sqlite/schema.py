@@ -29,10 +29,9 @@ MIGRATIONS: tuple[str, ...] = (
         offset      INTEGER PRIMARY KEY AUTOINCREMENT,
         partition   INTEGER NOT NULL,
         account_sid TEXT NOT NULL,
-        record_id   TEXT NOT NULL,
         received_at REAL NOT NULL,
-        body        BLOB NOT NULL,
-        UNIQUE (account_sid, record_id)
+        records     INTEGER NOT NULL,
+        body        BLOB NOT NULL
     );
     CREATE INDEX telemetry_by_partition ON telemetry (partition, offset);
     CREATE TABLE cursors (
@@ -46,6 +45,7 @@ MIGRATIONS: tuple[str, ...] = (
         call_sid    TEXT NOT NULL,
         partition   INTEGER NOT NULL,
         state       BLOB NOT NULL,
+        seen        BLOB NOT NULL,
         PRIMARY KEY (account_sid, call_sid)
     );
     CREATE TABLE timers (

@@ -1,4 +1,4 @@
-"""The telemetry log in the embedded database: one table, offsets in arrival order."""
+"""The telemetry log in the embedded database: one row per chunk, offsets in arrival order."""
 
 from __future__ import annotations
 
@@ -6,14 +6,11 @@ import sqlite3
 import time
 from collections.abc import Hashable, Sequence
 
-from callstream.store.interfaces import (
-    AppendResult,
-    LogEntry,
-    TelemetryItem,
-    partition_of,
-)
+from callstream.store.interfaces import LogEntry, TelemetryChunk
 from callstream.store.sqlite.database import Database
 from callstream.store.sqlite.signal import HighWater
+
+_COLUMNS = "offset, account_sid, received_at, records, body"
 
 
 class SqliteTelemetryLog:
@@ -22,58 +19,46 @@ class SqliteTelemetryLog:
         self.partitions = partitions
         self._high = HighWater(db.read_sync(_high_water_marks))
 
-    async def append(self, account_sid: str, items: Sequence[TelemetryItem]) -> AppendResult:
+    async def append(self, account_sid: str, chunks: Sequence[TelemetryChunk]) -> None:
         received_at = time.time()
-        rows = [
-            (
-                partition_of(item.call_sid, self.partitions),
-                account_sid,
-                item.record_id,
-                received_at,
-                item.body,
-            )
-            for item in items
-        ]
+        rows = [(c.partition, account_sid, received_at, c.records, c.body) for c in chunks]
 
-        def job(conn: sqlite3.Connection) -> tuple[AppendResult, dict[int, int]]:
-            before = conn.total_changes
-            first = conn.execute("SELECT coalesce(max(offset), 0) FROM telemetry").fetchone()[0]
-            conn.executemany(
-                "INSERT INTO telemetry (partition, account_sid, record_id, received_at, body) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_sid, record_id) DO NOTHING",
-                rows,
-            )
-            accepted = conn.total_changes - before
-            marks: dict[int, int] = dict(
-                conn.execute(
-                    "SELECT partition, max(offset) FROM telemetry WHERE offset > ? "
-                    "GROUP BY partition",
-                    (first,),
-                ).fetchall()
-            )
-            return AppendResult(accepted=accepted, duplicates=len(rows) - accepted), marks
+        def job(conn: sqlite3.Connection) -> dict[Hashable, int]:
+            marks: dict[Hashable, int] = {}
+            for row in rows:
+                cursor = conn.execute(
+                    "INSERT INTO telemetry (partition, account_sid, received_at, records, body) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    row,
+                )
+                assert cursor.lastrowid is not None
+                marks[row[0]] = cursor.lastrowid
+            return marks
 
-        result, marks = await self._db.write(job)
-        if marks:
-            await self._high.advance({p: o for p, o in marks.items()})
-        return result
+        await self._high.advance(await self._db.write(job))
 
     async def read(self, partition: int, after: int, limit: int) -> Sequence[LogEntry]:
         def job(conn: sqlite3.Connection) -> list[LogEntry]:
+            entries: list[LogEntry] = []
+            total = 0
             rows = conn.execute(
-                "SELECT offset, account_sid, received_at, body FROM telemetry "
-                "WHERE partition = ? AND offset > ? ORDER BY offset LIMIT ?",
-                (partition, after, limit),
-            ).fetchall()
-            return [LogEntry(*row) for row in rows]
+                f"SELECT {_COLUMNS} FROM telemetry WHERE partition = ? AND offset > ? "
+                "ORDER BY offset LIMIT ?",
+                (partition, after, max(1, limit // 8)),
+            )
+            for row in rows:
+                entries.append(LogEntry(*row))
+                total += row[3]
+                if total >= limit:
+                    break
+            return entries
 
         return await self._db.read(job)
 
     async def read_all(self, after: int, limit: int) -> Sequence[LogEntry]:
         def job(conn: sqlite3.Connection) -> list[LogEntry]:
             rows = conn.execute(
-                "SELECT offset, account_sid, received_at, body FROM telemetry "
-                "WHERE offset > ? ORDER BY offset LIMIT ?",
+                f"SELECT {_COLUMNS} FROM telemetry WHERE offset > ? ORDER BY offset LIMIT ?",
                 (after, limit),
             ).fetchall()
             return [LogEntry(*row) for row in rows]
