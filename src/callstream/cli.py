@@ -109,12 +109,41 @@ def accounts_create(
     services = open_embedded(_settings(config, data_dir=data_dir))
     try:
         account = asyncio.run(create_account(services.accounts, friendly_name=friendly_name))
+    except AccountError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
     finally:
         services.db.close()
     if as_json:
         typer.echo(json.dumps(_account_dict(account)))
     else:
         typer.echo(f"account_sid  {account.sid}\nauth_token   {account.auth_token}")
+
+
+@accounts_app.command("create-key")
+def accounts_create_key(
+    account_sid: Annotated[str, typer.Argument(help="The account the key belongs to.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    friendly_name: Annotated[str, typer.Option(help="A name to recognise it by.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Create an API key (SK...) that authenticates as the account; print its secret."""
+    from callstream.accounts import create_api_key
+    from callstream.server import open_embedded
+
+    services = open_embedded(_settings(config, data_dir=data_dir))
+    try:
+        key = asyncio.run(create_api_key(services.accounts, account_sid, friendly_name))
+    except AccountError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        services.db.close()
+    if as_json:
+        typer.echo(json.dumps({"sid": key.sid, "secret": key.secret, "account_sid": account_sid}))
+    else:
+        typer.echo(f"sid      {key.sid}\nsecret   {key.secret}\n(the secret is not shown again)")
 
 
 @accounts_app.command("list")
