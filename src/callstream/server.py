@@ -67,10 +67,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(ApiError(exc.status_code, code, str(exc.detail)))
 
 
-async def _health(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
-
-
 def create_app(settings: Settings) -> Starlette:
     services = open_embedded(settings)
     ingest = IngestRoutes(services.accounts, services.telemetry)
@@ -78,6 +74,16 @@ def create_app(settings: Settings) -> Starlette:
     logic = CallInsights(
         EngineConfig(partial_after=settings.partial_after, complete_after=settings.complete_after)
     )
+
+    engine = Engine(services.telemetry, services.engine_store, logic)
+    engine_on = "engine" in settings.role_set
+
+    async def health(request: Request) -> Response:
+        # Unauthenticated on purpose (load balancers probe it); it reveals no account data.
+        body: dict[str, object] = {"status": "ok"}
+        if engine_on:
+            body["engine_partitions_behind"] = engine.partitions_behind()
+        return JSONResponse(body)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -92,8 +98,7 @@ def create_app(settings: Settings) -> Starlette:
                 file=sys.stderr,
                 flush=True,
             )
-        engine = Engine(services.telemetry, services.engine_store, logic)
-        if "engine" in settings.role_set:
+        if engine_on:
             engine.start()
         try:
             yield
@@ -103,7 +108,7 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/healthz", _health, methods=["GET"]),
+            Route("/healthz", health, methods=["GET"]),
             Route("/v1/Telemetry", ingest.telemetry, methods=["POST"]),
             Route("/callstream/v1/Events", live.events, methods=["GET"]),
         ],

@@ -111,6 +111,7 @@ class PartitionWorker:
         cache_calls: int = CACHE_CALLS,
     ) -> None:
         self.partition = partition
+        self.log = log
         self._log = log
         self._store = store
         self._logic = logic
@@ -287,3 +288,7 @@ class Engine:
     @property
     def processed(self) -> int:
         return sum(w.processed for w in self.workers)
+
+    def partitions_behind(self) -> int:
+        """How many partitions hold telemetry the engine has not consumed yet."""
+        return sum(1 for w in self.workers if w.cursor < w.log.last_offset(w.partition))

@@ -85,6 +85,10 @@ class TelemetryLog(Protocol):
         """Return once the partition may hold entries past ``after``, or after ``timeout``."""
         ...
 
+    def last_offset(self, partition: int) -> int:
+        """The highest offset this process knows the partition to hold."""
+        ...
+
 
 CallKey = tuple[str, str]
 """(account_sid, call_sid): call SIDs are only unique within an account."""

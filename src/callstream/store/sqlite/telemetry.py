@@ -68,6 +68,9 @@ class SqliteTelemetryLog:
     async def wait(self, partition: int, after: int, timeout: float) -> None:
         await self._high.wait(partition, after, timeout)
 
+    def last_offset(self, partition: int) -> int:
+        return self._high.get(partition)
+
 
 def _high_water_marks(conn: sqlite3.Connection) -> dict[Hashable, int]:
     rows = conn.execute("SELECT partition, max(offset) FROM telemetry GROUP BY partition")
