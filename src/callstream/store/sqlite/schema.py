@@ -1,89 +1,52 @@
 """The embedded database's tables, as numbered migrations.
 
-``PRAGMA user_version`` records how many have been applied; opening a data
-directory applies the rest, so upgrading callstream upgrades its data in place.
-Never edit a released migration: append a new one.
+Each file in ``migrations/`` (``NNNN_name.sql``) is one migration, applied in
+order; ``PRAGMA user_version`` records how many have been applied, so opening a
+data directory applies the rest and upgrading callstream upgrades its data in
+place. Never edit a released migration: add a new file.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from functools import cache
+from importlib import resources
 
-MIGRATIONS: tuple[str, ...] = (
-    # 1: accounts, the telemetry log, the engine's per-call state and timers, the events log
-    """
-    CREATE TABLE accounts (
-        sid           TEXT PRIMARY KEY,
-        auth_token    TEXT NOT NULL,
-        friendly_name TEXT NOT NULL,
-        date_created  REAL NOT NULL
-    );
-    CREATE TABLE api_keys (
-        sid           TEXT PRIMARY KEY,
-        account_sid   TEXT NOT NULL REFERENCES accounts(sid),
-        secret        TEXT NOT NULL,
-        friendly_name TEXT NOT NULL,
-        date_created  REAL NOT NULL
-    );
-    CREATE TABLE telemetry (
-        offset      INTEGER PRIMARY KEY AUTOINCREMENT,
-        partition   INTEGER NOT NULL,
-        account_sid TEXT NOT NULL,
-        received_at REAL NOT NULL,
-        records     INTEGER NOT NULL,
-        body        BLOB NOT NULL
-    );
-    CREATE INDEX telemetry_by_partition ON telemetry (partition, offset);
-    CREATE TABLE cursors (
-        consumer  TEXT NOT NULL,
-        partition INTEGER NOT NULL,
-        offset    INTEGER NOT NULL,
-        PRIMARY KEY (consumer, partition)
-    );
-    CREATE TABLE calls (
-        account_sid TEXT NOT NULL,
-        call_sid    TEXT NOT NULL,
-        partition   INTEGER NOT NULL,
-        state       BLOB NOT NULL,
-        seen        BLOB NOT NULL,
-        PRIMARY KEY (account_sid, call_sid)
-    );
-    CREATE TABLE timers (
-        account_sid TEXT NOT NULL,
-        call_sid    TEXT NOT NULL,
-        kind        TEXT NOT NULL,
-        partition   INTEGER NOT NULL,
-        due_at      REAL NOT NULL,
-        PRIMARY KEY (account_sid, call_sid, kind)
-    );
-    CREATE INDEX timers_due ON timers (partition, due_at);
-    CREATE TABLE events (
-        offset      INTEGER PRIMARY KEY AUTOINCREMENT,
-        account_sid TEXT NOT NULL,
-        call_sid    TEXT NOT NULL,
-        type        TEXT NOT NULL,
-        identity    TEXT NOT NULL,
-        time        REAL NOT NULL,
-        body        BLOB NOT NULL,
-        UNIQUE (account_sid, call_sid, type, identity)
-    );
-    CREATE INDEX events_by_call ON events (account_sid, call_sid, offset);
-    CREATE INDEX events_by_account ON events (account_sid, offset);
-    """,
-)
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+@cache
+def migrations() -> tuple[str, ...]:
+    """The migration scripts, in order (checked to be numbered 1, 2, 3, ...)."""
+    folder = resources.files(__package__).joinpath("migrations")
+    found = sorted(
+        (int(match.group(1)), entry.read_text("utf-8"))
+        for entry in folder.iterdir()
+        if (match := _NAME.match(entry.name))
+    )
+    numbers = [number for number, _ in found]
+    if numbers != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations must be numbered 1, 2, 3, ... without gaps: {numbers}")
+    return tuple(script for _, script in found)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Apply the migrations this database lacks; return its version afterwards."""
+    scripts = migrations()
     current = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if current > len(MIGRATIONS):
+    if current > len(scripts):
         raise RuntimeError(
             f"the data directory is from a newer callstream (schema {current}, "
-            f"this version knows {len(MIGRATIONS)}); upgrade callstream"
+            f"this version knows {len(scripts)}); upgrade callstream"
         )
-    for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+    for number, script in enumerate(scripts[current:], start=current + 1):
         for statement in script.split(";"):
-            if statement.strip():
+            if statement.strip() and not _only_comments(statement):
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {number}")
-    return len(MIGRATIONS)
+    return len(scripts)
+
+
+def _only_comments(statement: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("--") for line in statement.splitlines())
