@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from callstream.accounts import ensure_default_account
 from callstream.api.errors import ApiError, error_response
@@ -106,12 +106,15 @@ def create_app(settings: Settings) -> Starlette:
             await engine.stop()
             services.db.close()
 
+    routes: list[BaseRoute] = [
+        Route("/healthz", health, methods=["GET"]),
+        Route("/v1/Telemetry", ingest.telemetry, methods=["POST"]),
+        Route("/callstream/v1/Events", live.events, methods=["GET"]),
+    ]
+    # Event Streams v1 API routes (sinks, subscriptions, types, schemas) are added here.
+    # Voice Insights v1 API routes (summaries, events, metrics) are added here.
     return Starlette(
-        routes=[
-            Route("/healthz", health, methods=["GET"]),
-            Route("/v1/Telemetry", ingest.telemetry, methods=["POST"]),
-            Route("/callstream/v1/Events", live.events, methods=["GET"]),
-        ],
+        routes=routes,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
         lifespan=lifespan,
     )

@@ -19,6 +19,7 @@ from callstream.store.interfaces import (
     Timer,
 )
 from callstream.store.sqlite.database import Database
+from callstream.store.sqlite.insights import index_events
 from callstream.store.sqlite.signal import HighWater
 
 _EVENTS = "events"
@@ -128,6 +129,7 @@ def _write_commit(conn: sqlite3.Connection, consumer: str, commit: PartitionComm
         "ON CONFLICT (account_sid, call_sid, type, identity) DO NOTHING",
         [(e.account_sid, e.call_sid, e.type, e.identity, e.time, e.body) for e in commit.events],
     )
+    index_events(conn, commit.events)
     return _last_event(conn)
 
 

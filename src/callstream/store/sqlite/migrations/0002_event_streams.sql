@@ -1,0 +1,1 @@
+-- Event Streams control plane: sinks, subscriptions, subscribed events (filled in by the Event Streams API).

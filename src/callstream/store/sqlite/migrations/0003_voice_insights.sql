@@ -1,0 +1,1 @@
+-- Voice Insights read store: indexed call summaries (filled in by the Voice Insights API).
