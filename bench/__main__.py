@@ -10,12 +10,16 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["bench.bench_sim"]
+BENCHES = ["bench.bench_sim", "bench.bench_ingest", "bench.bench_predictor"]
 
 
 def main(names: list[str]) -> int:
     for name in names or BENCHES:
-        module = importlib.import_module(name)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            print(f"== {name}: not available ({exc})", flush=True)
+            continue
         print(f"== {name}", flush=True)
         module.main()
     return 0
