@@ -18,7 +18,9 @@ def main(names: list[str]) -> int:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            print(f"== {name}: not available ({exc})", flush=True)
+            if exc.name != name:
+                raise
+            print(f"== {name}: not available", flush=True)
             continue
         print(f"== {name}", flush=True)
         module.main()
