@@ -14,6 +14,7 @@ from rich.table import Table
 
 from callstream.accounts import AccountError, create_account
 from callstream.config import Settings, SettingsError, load_settings
+from callstream.predictor_cli import predictor_app
 from callstream.sim.cli import simulate
 from callstream.store.interfaces import Account
 
@@ -25,6 +26,7 @@ app = typer.Typer(
 accounts_app = typer.Typer(no_args_is_help=True, help="Manage accounts (embedded backend).")
 app.add_typer(accounts_app, name="accounts")
 app.command("simulate")(simulate)
+app.add_typer(predictor_app, name="predictor")
 
 err = Console(stderr=True)
 

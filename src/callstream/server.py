@@ -15,16 +15,21 @@ from starlette.routing import BaseRoute, Route
 
 from callstream.accounts import ensure_default_account
 from callstream.api.errors import ApiError, error_response
+from callstream.api.event_streams import event_streams_routes
 from callstream.api.live import LiveRoutes
+from callstream.api.voice_insights import voice_insights_routes
 from callstream.config import Settings
 from callstream.ingest.routes import IngestRoutes
 from callstream.insights.call import CallInsights
 from callstream.insights.engine import Engine
+from callstream.insights.predictor import load_predictor
 from callstream.insights.step import EngineConfig
 from callstream.logs import configure as configure_logs
 from callstream.store.sqlite.accounts import SqliteAccountStore
+from callstream.store.sqlite.control import SqliteControlStore
 from callstream.store.sqlite.database import Database
 from callstream.store.sqlite.engine import SqliteEngineStore, SqliteEventLog
+from callstream.store.sqlite.insights import SqliteInsightsStore
 from callstream.store.sqlite.schema import migrate
 from callstream.store.sqlite.signal import HighWater
 from callstream.store.sqlite.telemetry import SqliteTelemetryLog
@@ -40,6 +45,8 @@ class Services:
     telemetry: SqliteTelemetryLog
     engine_store: SqliteEngineStore
     events: SqliteEventLog
+    control: SqliteControlStore
+    insights: SqliteInsightsStore
 
 
 def open_embedded(settings: Settings) -> Services:
@@ -53,6 +60,8 @@ def open_embedded(settings: Settings) -> Services:
         telemetry=SqliteTelemetryLog(db, PARTITIONS),
         engine_store=SqliteEngineStore(db, events_written),
         events=SqliteEventLog(db, events_written),
+        control=SqliteControlStore(db),
+        insights=SqliteInsightsStore(db),
     )
 
 
@@ -72,7 +81,8 @@ def create_app(settings: Settings) -> Starlette:
     ingest = IngestRoutes(services.accounts, services.telemetry)
     live = LiveRoutes(services.accounts, services.events, settings.schema_base_url)
     logic = CallInsights(
-        EngineConfig(partial_after=settings.partial_after, complete_after=settings.complete_after)
+        EngineConfig(partial_after=settings.partial_after, complete_after=settings.complete_after),
+        load_predictor(settings.data_dir),
     )
 
     engine = Engine(services.telemetry, services.engine_store, logic)
@@ -112,7 +122,9 @@ def create_app(settings: Settings) -> Starlette:
         Route("/callstream/v1/Events", live.events, methods=["GET"]),
     ]
     # Event Streams v1 API routes (sinks, subscriptions, types, schemas) are added here.
+    routes += event_streams_routes(services.accounts, services.control, settings)
     # Voice Insights v1 API routes (summaries, events, metrics) are added here.
+    routes += voice_insights_routes(services.accounts, services.insights, settings.base_url)
     return Starlette(
         routes=routes,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
