@@ -17,6 +17,7 @@ from callstream.accounts import ensure_default_account
 from callstream.api.errors import ApiError, error_response
 from callstream.api.event_streams import event_streams_routes
 from callstream.api.live import LiveRoutes
+from callstream.api.openapi import openapi_route
 from callstream.api.voice_insights import voice_insights_routes
 from callstream.config import Settings
 from callstream.ingest.routes import IngestRoutes
@@ -73,7 +74,10 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: 20404, 405: 20004}.get(exc.status_code, exc.status_code)
-    return error_response(ApiError(exc.status_code, code, str(exc.detail)))
+    response = error_response(ApiError(exc.status_code, code, str(exc.detail)))
+    # A 405 must say which methods the resource does allow (RFC 9110 §15.5.6).
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -125,6 +129,7 @@ def create_app(settings: Settings) -> Starlette:
     routes += event_streams_routes(services.accounts, services.control, settings)
     # Voice Insights v1 API routes (summaries, events, metrics) are added here.
     routes += voice_insights_routes(services.accounts, services.insights, settings.base_url)
+    routes.append(openapi_route(settings.base_url))  # the document of every route above
     return Starlette(
         routes=routes,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},

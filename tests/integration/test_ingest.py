@@ -182,6 +182,7 @@ def test_unknown_paths_and_methods_answer_in_twilio_json(server: Server) -> None
         assert missing.status_code == 404 and missing.json()["status"] == 404
         wrong_method = client.get("/v1/Telemetry")
         assert wrong_method.status_code == 405 and wrong_method.json()["status"] == 405
+        assert wrong_method.headers["allow"] == "POST"
 
 
 def test_a_202_survives_kill_9(tmp_path: Path) -> None:
