@@ -57,7 +57,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
     roles: str = "all"
-    """The stages this process runs: all, or a comma list of api, ingest, engine."""
+    """The stages this process runs: all, or a comma list of api, ingest, engine, delivery."""
 
     @property
     def role_set(self) -> frozenset[str]:
@@ -70,7 +70,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
-ROLES = frozenset({"api", "ingest", "engine"})
+ROLES = frozenset({"api", "ingest", "engine", "delivery"})
 _DURATIONS = frozenset({"partial_after", "complete_after"})
 _FIELDS = frozenset(Settings.__struct_fields__)
 

@@ -29,11 +29,14 @@ from callstream.logs import configure as configure_logs
 from callstream.store.sqlite.accounts import SqliteAccountStore
 from callstream.store.sqlite.control import SqliteControlStore
 from callstream.store.sqlite.database import Database
+from callstream.store.sqlite.delivery import SqliteDeliveryStore
 from callstream.store.sqlite.engine import SqliteEngineStore, SqliteEventLog
 from callstream.store.sqlite.insights import SqliteInsightsStore
 from callstream.store.sqlite.schema import migrate
 from callstream.store.sqlite.signal import HighWater
 from callstream.store.sqlite.telemetry import SqliteTelemetryLog
+from callstream.streams.delivery import DeliveryService
+from callstream.streams.router import Router
 
 DATABASE_FILE = "callstream.db"
 PARTITIONS = 16
@@ -48,6 +51,7 @@ class Services:
     events: SqliteEventLog
     control: SqliteControlStore
     insights: SqliteInsightsStore
+    delivery: SqliteDeliveryStore
 
 
 def open_embedded(settings: Settings) -> Services:
@@ -63,6 +67,7 @@ def open_embedded(settings: Settings) -> Services:
         events=SqliteEventLog(db, events_written),
         control=SqliteControlStore(db),
         insights=SqliteInsightsStore(db),
+        delivery=SqliteDeliveryStore(db),
     )
 
 
@@ -91,6 +96,21 @@ def create_app(settings: Settings) -> Starlette:
 
     engine = Engine(services.telemetry, services.engine_store, logic)
     engine_on = "engine" in settings.role_set
+    # Delivery: the router (events log -> per-sink queues) and the per-sink workers.
+    delivery_on = "delivery" in settings.role_set
+    router = Router(
+        services.events,
+        services.control,
+        services.delivery,
+        schema_base_url=settings.schema_base_url,
+    )
+    delivery = DeliveryService(
+        services.delivery,
+        services.control,
+        services.accounts,
+        allow_private=settings.allow_private_destinations,
+        schema_base_url=settings.schema_base_url,
+    )
 
     async def health(request: Request) -> Response:
         # Unauthenticated on purpose (load balancers probe it); it reveals no account data.
@@ -114,10 +134,15 @@ def create_app(settings: Settings) -> Starlette:
             )
         if engine_on:
             engine.start()
+        if delivery_on:
+            router.start()
+            delivery.start()
         try:
             yield
         finally:
             await engine.stop()
+            await router.stop()
+            await delivery.stop()
             services.db.close()
 
     routes: list[BaseRoute] = [

@@ -67,7 +67,7 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
 
 
 def test_roles() -> None:
-    assert load_settings(env={}).role_set == {"api", "ingest", "engine"}
+    assert load_settings(env={}).role_set == {"api", "ingest", "engine", "delivery"}
     assert load_settings({"roles": "ingest, api"}).role_set == {"api", "ingest"}
     with pytest.raises(SettingsError, match="ROLES"):
         load_settings({"roles": "ingest,cook"})

@@ -1,0 +1,209 @@
+"""The webhook sink driver: POST a JSON array of CloudEvents, signed as Twilio signs it.
+
+Wire format (event-streams-api.md §2.2, §2.5): the body is a compact JSON array; the request
+goes to the destination with ``bodySHA256=<hex sha256 of the body>`` appended to its query
+(``&`` when it already has one), and ``X-Twilio-Signature`` is base64(HMAC-SHA1(auth token,
+that URL)), which twilio-python's ``RequestValidator.validate(url, raw_body, signature)``
+accepts. Credentials embedded in the destination (``https://user:pass@host/...``) are sent
+as a Basic ``Authorization`` header and are not part of the URL that is requested or signed:
+a receiver never sees userinfo in the request it gets, so it can only validate a signature
+over the URL without it.
+
+SSRF: unless private destinations are allowed, a destination is refused when it *resolves*
+to an address that is not globally routable (loopback, private, link-local such as the cloud
+metadata service, shared, reserved, multicast). The check runs in the connector's resolver,
+on the addresses actually connected to, so a public name that resolves to a private address
+(or is re-bound to one) is refused too; IP literals, which aiohttp does not resolve, are
+checked before the request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import socket
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import aiohttp
+import msgspec
+import yarl
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from callstream.cloudevents import CloudEvent, encode_batch
+
+DEFAULT_TIMEOUT = 5.0
+USER_AGENT = "callstream-event-streams/1"
+
+
+class ForbiddenDestination(OSError):
+    """The destination is (or resolves to) an address sinks may not reach."""
+
+
+def forbidden_reason(address: str) -> str | None:
+    """Why ``address`` (an IP literal) may not be a sink's destination; None when it may."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return f"{address!r} is not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_global and not ip.is_multicast:
+        return None
+    kind = (
+        "loopback"
+        if ip.is_loopback
+        else "link-local (cloud metadata)"
+        if ip.is_link_local
+        else "private"
+        if ip.is_private
+        else "non-global"
+    )
+    return (
+        f"{ip} is a {kind} address; sinks may reach only public addresses "
+        "(set CALLSTREAM_ALLOW_PRIVATE_DESTINATIONS=true to allow it)"
+    )
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves with ``inner`` and drops addresses sinks may not reach; refuses a name
+    that has nothing else left."""
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner if inner is not None else aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        allowed = [r for r in results if forbidden_reason(r["host"]) is None]
+        if not allowed:
+            reasons = "; ".join(
+                reason for r in results if (reason := forbidden_reason(r["host"])) is not None
+            )
+            raise ForbiddenDestination(f"destination host {host} resolves to {reasons}")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def split_credentials(destination: str) -> tuple[str, str | None]:
+    """The destination without userinfo, and a Basic Authorization header for the userinfo
+    (None when there is none)."""
+    parts = urlsplit(destination)
+    if "@" not in parts.netloc:
+        return destination, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    credentials = f"{unquote(user)}:{unquote(password)}".encode()
+    header = "Basic " + base64.b64encode(credentials).decode("ascii")
+    return urlunsplit(parts._replace(netloc=hostport)), header
+
+
+def body_sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def signed_url(url: str, body: bytes) -> str:
+    """``url`` with ``bodySHA256`` appended to its query."""
+    base = url.partition("#")[0]
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}bodySHA256={body_sha256(body)}"
+
+
+def signature(auth_token: str, url: str) -> str:
+    """``X-Twilio-Signature`` for a request to ``url`` with a JSON body (no form params)."""
+    digest = hmac.new(auth_token.encode("utf-8"), url.encode("utf-8"), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How one request ended: delivered, to be retried, or to be given up on."""
+
+    ok: bool
+    retry: bool
+    status: int | None = None
+    error: str | None = None
+
+
+class WebhookClient:
+    """One pooled aiohttp session for every webhook sink of the process."""
+
+    def __init__(self, *, allow_private: bool, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._allow_private = allow_private
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            resolver: AbstractResolver = (
+                aiohttp.ThreadedResolver() if self._allow_private else GuardedResolver()
+            )
+            connector = aiohttp.TCPConnector(resolver=resolver, limit=0, limit_per_host=0)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                headers={"User-Agent": USER_AGENT},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def post_events(
+        self, destination: str, auth_token: str, events: list[CloudEvent]
+    ) -> Outcome:
+        return await self.post(destination, auth_token, encode_batch(events))
+
+    async def post(self, destination: str, auth_token: str, body: bytes) -> Outcome:
+        """POST ``body`` (a JSON array of CloudEvents) to the sink's ``destination``."""
+        url, authorization = split_credentials(destination)
+        target = signed_url(url, body)
+        headers = {
+            "Content-Type": "application/json",
+            "X-Twilio-Signature": signature(auth_token, target),
+        }
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        if not self._allow_private:
+            host = urlsplit(url).hostname or ""
+            try:
+                ipaddress.ip_address(host.split("%", 1)[0])
+            except ValueError:
+                pass  # a name: checked on its resolved addresses at connect time
+            else:
+                reason = forbidden_reason(host)
+                if reason is not None:
+                    return Outcome(ok=False, retry=False, error=f"forbidden destination: {reason}")
+        try:
+            async with self._get_session().post(
+                yarl.URL(target, encoded=True),
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+            ) as response:
+                await response.read()
+                status = response.status
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, ForbiddenDestination):
+                return Outcome(
+                    ok=False, retry=False, error=f"forbidden destination: {exc.os_error}"
+                )
+            return Outcome(ok=False, retry=True, error=f"could not connect (91307): {exc}")
+        except TimeoutError:
+            return Outcome(
+                ok=False, retry=True, error=f"no response within {self._timeout:g}s (91308)"
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            return Outcome(
+                ok=False, retry=True, error=f"request failed (91307): {type(exc).__name__}: {exc}"
+            )
+        if 200 <= status < 300:
+            return Outcome(ok=True, retry=False, status=status)
+        if status == 429 or status >= 500:
+            return Outcome(ok=False, retry=True, status=status, error=f"HTTP {status} (91306)")
+        return Outcome(ok=False, retry=False, status=status, error=f"HTTP {status} (91305)")

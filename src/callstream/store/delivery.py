@@ -1,0 +1,138 @@
+"""The per-sink delivery queue: what the router enqueues and the delivery worker sends.
+
+Each sink has its own queue of CloudEvents (rows of one ``sink_sid``), its own dead letters
+and a bounded log of attempts. An item is identified within its sink by its CloudEvent id,
+so enqueueing an event again (the router replaying after a crash) is a no-op while the
+first copy is still queued. The router's enqueue and its cursor over the events log are
+committed together, so a crash between them replays rather than loses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+ROUTER = "router"
+"""The router's consumer name for its cursor over the events log."""
+
+
+class NewDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    account_sid: str
+    sink_sid: str
+    event_id: str
+    """The CloudEvent id: unique within a sink's queue."""
+    body: bytes
+    """The CloudEvent, compact JSON, as it goes into a request's body array."""
+
+
+class Delivery(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    """Increasing in enqueue order; claims return items in this order."""
+    account_sid: str
+    sink_sid: str
+    event_id: str
+    body: bytes
+    enqueued_at: float
+    attempts: int
+    """Failed attempts so far."""
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    account_sid: str
+    sink_sid: str
+    event_id: str
+    body: bytes
+    enqueued_at: float
+    dead_at: float
+    attempts: int
+    reason: str
+
+
+class Attempt(msgspec.Struct, frozen=True, kw_only=True):
+    """One request to a sink (carrying ``events`` events) and how it ended."""
+
+    sink_sid: str
+    time: float
+    events: int
+    ok: bool
+    status: int | None = None
+    """The HTTP status, None when no response came back."""
+    error: str | None = None
+
+
+class QueuedSink(msgspec.Struct, frozen=True, kw_only=True):
+    account_sid: str
+    sink_sid: str
+
+
+class DeliveryStore(Protocol):
+    async def cursor(self, consumer: str) -> int:
+        """The consumer's position in the events log (0 before the first commit)."""
+        ...
+
+    async def enqueue(
+        self, items: Sequence[NewDelivery], now: float, *, consumer: str, cursor: int
+    ) -> None:
+        """Queue ``items`` (dropping those already queued for their sink, and those of sinks
+        that no longer exist) and move ``consumer``'s cursor to ``cursor``, in one
+        transaction."""
+        ...
+
+    async def claim(self, sink_sid: str, now: float, limit: int, lease: float) -> list[Delivery]:
+        """Up to ``limit`` items of the sink that are due, oldest first, hidden from further
+        claims for ``lease`` seconds (the worker acks, retries or dead-letters them before)."""
+        ...
+
+    async def ack(self, ids: Sequence[int]) -> None:
+        """Delivered: remove them."""
+        ...
+
+    async def retry(self, ids: Sequence[int], due_at: float, error: str) -> None:
+        """Failed, to be tried again at ``due_at``: count the attempt, release the claim."""
+        ...
+
+    async def dead_letter(self, ids: Sequence[int], reason: str, now: float) -> None:
+        """Given up on: move them to the sink's dead letters."""
+        ...
+
+    async def bury(self, item: NewDelivery, reason: str, attempts: int, now: float) -> None:
+        """Put an item that was never queued (a Sink Test event) among the dead letters."""
+        ...
+
+    async def record_attempt(self, attempt: Attempt, keep: int) -> None:
+        """Log an attempt, keeping the sink's latest ``keep``."""
+        ...
+
+    async def attempts(self, sink_sid: str, limit: int) -> list[Attempt]:
+        """The sink's latest attempts, newest first."""
+        ...
+
+    async def dead_letters(self, sink_sid: str, limit: int) -> list[DeadLetter]:
+        """The sink's dead letters, oldest first."""
+        ...
+
+    async def pending(self, sink_sid: str) -> int:
+        """How many items the sink has queued (claimed or not)."""
+        ...
+
+    async def queued_sinks(self) -> list[QueuedSink]:
+        """Sinks with at least one queued item."""
+        ...
+
+    async def next_due(self, sink_sid: str) -> float | None:
+        """When the sink's next item becomes claimable; None when its queue is empty."""
+        ...
+
+    async def release_claims(self) -> None:
+        """Make every claimed item claimable again (at start-up: no request is in flight)."""
+        ...
+
+    def enqueued_mark(self, sink_sid: str | None) -> int:
+        """A mark that grows when items are enqueued for the sink (None: for any sink)."""
+        ...
+
+    async def wait_enqueued(self, sink_sid: str | None, after: int, timeout: float) -> None:
+        """Return once the mark has passed ``after``, or after ``timeout`` seconds."""
+        ...
