@@ -20,8 +20,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from callstream.insights import sdk_events
 from callstream.insights import state as call_state
-from callstream.insights.gateway import gateway_event, gateway_metric, is_terminal
+from callstream.insights.gateway import (
+    GatewayFacts,
+    gateway_event,
+    gateway_metric,
+    is_terminal,
+    load_facts,
+    store_facts,
+)
 from callstream.insights.predictor_api import (
     CompletionPredictor,
     HeuristicPredictor,
@@ -34,8 +42,14 @@ from callstream.insights.quality import (
     observe,
     warning_event,
 )
-from callstream.insights.sdk_events import END_NAMES, sdk_event
-from callstream.insights.sdk_metrics import add_samples, close_window, next_flush, take_ready
+from callstream.insights.sdk_events import END_NAMES, SdkFacts, client_metadata, sdk_event
+from callstream.insights.sdk_metrics import (
+    add_samples,
+    close_window,
+    columns,
+    next_flush,
+    take_ready,
+)
 from callstream.insights.state import CallState
 from callstream.insights.step import EngineConfig, Step
 from callstream.insights.summary import digest, emit, summary_content
@@ -109,19 +123,34 @@ class CallInsights:
         account_sid = state.account_sid
         ended = False
         samples: list[SdkSample] = []
+        # Facts are kept encoded in the state: loaded at the batch's first event that
+        # reports any, stored after its last.
+        facts: GatewayFacts | None = None
+        sdk_facts: SdkFacts | None = None
         for record in records:
             # Samples first: they are most of the traffic, and are taken in one go below.
             if isinstance(record, SdkSample):
                 samples.append(record)
             elif isinstance(record, GatewayMetric):
-                events.append(gateway_metric(state.gateway_state(), record, account_sid))
+                events.append(
+                    gateway_metric(state.gateway or state.gateway_state(), record, account_sid)
+                )
             elif isinstance(record, SdkEvent):
-                events.append(self._sdk_event(state, record))
+                if sdk_facts is None:
+                    sdk_facts = sdk_events.load_facts(state.sdk_state())
+                events.append(self._sdk_event(state, sdk_facts, record))
                 ended = ended or (record.group == "connection" and record.name in END_NAMES)
             else:
-                events.append(gateway_event(state.gateway_state(), record, account_sid, state.seq))
+                gateway = state.gateway_state()
+                if facts is None:
+                    facts = load_facts(gateway)
+                events.append(gateway_event(gateway, facts, record, account_sid, state.seq))
                 state.seq += 1
                 ended = ended or is_terminal(record)
+        if facts is not None:
+            store_facts(state.gateway_state(), facts)
+        if sdk_facts is not None:
+            sdk_events.store_facts(state.sdk_state(), sdk_facts)
         self._arrived(state, len(records), now, step)
         if samples:
             add_samples(state.sample_state(), samples, now)
@@ -142,8 +171,8 @@ class CallInsights:
 
     # --- records ---------------------------------------------------------------------------
 
-    def _sdk_event(self, state: CallState, record: SdkEvent) -> out.CallEvent:
-        event = sdk_event(state.sdk_state(), record, state.account_sid, state.seq)
+    def _sdk_event(self, state: CallState, facts: SdkFacts, record: SdkEvent) -> out.CallEvent:
+        event = sdk_event(state.sdk_state(), facts, record, state.account_sid, state.seq)
         state.seq += 1
         if record.group in WARNING_GROUPS:
             leave_to_sdk(state.warning_state(), record.name)
@@ -180,10 +209,13 @@ class CallInsights:
         warnings = state.warning_state()
         metadata = _client_metadata(state)
         for window in ready:
+            window_samples = columns(window.slots)
             step.events.append(
-                close_window(samples, window, state.account_sid, state.call_sid, metadata)
+                close_window(
+                    samples, window, window_samples, state.account_sid, state.call_sid, metadata
+                )
             )
-            for change in observe(warnings, window.slots):
+            for change in observe(warnings, window_samples):
                 step.events.append(
                     warning_event(change, state.account_sid, state.call_sid, state.seq)
                 )
@@ -265,7 +297,8 @@ class CallInsights:
         if content is None:
             content = summary_content(state, self._thresholds)
         state.summaries += 1
-        state.digest = digest(content)
+        # No summary follows the complete one, so nothing compares with its digest.
+        state.digest = b"" if kind == "complete" else digest(content)
         step.events.append(emit(content, kind, state.summaries, now))
 
 
@@ -273,9 +306,4 @@ def _client_metadata(state: CallState) -> out.ClientMetadata | None:
     """What the SDK said about itself, for its metric records."""
     if state.sdk is None:
         return None
-    facts = state.sdk.facts
-    sdk = facts.sdk[1] if facts.sdk is not None else None
-    client_name = facts.client_name[1] if facts.client_name is not None else None
-    if sdk is None and client_name is None:
-        return None
-    return out.ClientMetadata(client_name=client_name, sdk=sdk)
+    return client_metadata(sdk_events.load_facts(state.sdk))

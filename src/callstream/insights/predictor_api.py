@@ -20,7 +20,7 @@ import msgspec
 
 from callstream.insights.sdk_metrics import WINDOW_SECONDS
 from callstream.insights.state import CallState
-from callstream.insights.summary import call_times, call_type_of
+from callstream.insights.summary import call_facts
 
 __all__ = [
     "FEATURE_NAMES",
@@ -142,17 +142,24 @@ def features_from_state(state: CallState, now: float, complete_after: float) -> 
     """The features of ``state`` at processing time ``now``."""
     gateway = state.gateway
     edges = gateway.edges if gateway is not None else {}
-    times = call_times(state)
+    times, call_type = call_facts(state)
     connected = (
         times.end - times.answered if times.end is not None and times.answered is not None else None
     )
     samples = state.samples
     sdk = state.sdk
     scale = complete_after if complete_after > 0 else 1.0
+    ended = intervals = 0
+    for edge in edges.values():
+        ended += edge.terminal
+        if edge.inbound is not None:
+            intervals += edge.inbound.intervals
+        if edge.outbound is not None:
+            intervals += edge.outbound.intervals
     return PredictorFeatures(
-        call_type=call_type_of(state),
+        call_type=call_type,
         gateway_edges=len(edges),
-        gateway_edges_ended=sum(edge.terminal for edge in edges.values()),
+        gateway_edges_ended=ended,
         sdk_present=sdk is not None or samples is not None,
         sdk_disconnected=sdk is not None and sdk.ended is not None,
         answered=times.answered is not None,
@@ -164,11 +171,7 @@ def features_from_state(state: CallState, now: float, complete_after: float) -> 
             connected if sdk is not None or samples is not None else None,
         ),
         gateway_metric_coverage=_coverage(
-            sum(
-                (edge.inbound.intervals if edge.inbound else 0)
-                + (edge.outbound.intervals if edge.outbound else 0)
-                for edge in edges.values()
-            ),
+            intervals,
             None
             if connected is None or not edges
             else 2 * len(edges) * math.ceil(connected / WINDOW_SECONDS),

@@ -10,12 +10,15 @@ one the reference infers (voice-insights-model.md §2.4):
 * the SDK's default payload (version, platform, browser, os, device, app) -> ``metadata.sdk``.
 
 The events also feed the summary's ``sdk_edge``: counts by level, group and error code, the
-latest feedback, settings, and who disconnected.
+latest feedback, settings, and who disconnected. Those facts are kept encoded in the state
+(``SdkEventState.facts``): only SDK events, the SDK's metric windows and summaries read them,
+and the state is decoded and encoded on every step of the call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Final, TypeGuard
 
 import msgspec
@@ -24,7 +27,15 @@ from callstream.insights.aggregates import Stamped, newer
 from callstream.model import insights as out
 from callstream.model.telemetry import SdkEvent
 
-__all__ = ["SdkEventState", "SdkFacts", "sdk_event", "summary_group"]
+__all__ = [
+    "SdkEventState",
+    "SdkFacts",
+    "client_metadata",
+    "load_facts",
+    "sdk_event",
+    "store_facts",
+    "summary_group",
+]
 
 # Connection events after which the SDK's leg of the call is over.
 END_NAMES: Final = frozenset(
@@ -39,9 +50,10 @@ END_NAMES: Final = frozenset(
 _DISCONNECTED_BY: Final = {"disconnected-by-local": "local", "disconnected-by-remote": "remote"}
 _ANSWER_NAMES: Final = frozenset({"accepted-by-local", "accepted-by-remote"})
 _ICE_CONNECTED: Final = frozenset({"connected", "completed"})
+_NO_PAYLOAD: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
-class SdkFacts(msgspec.Struct, array_like=True):
+class SdkFacts(msgspec.Struct, array_like=True, gc=False):
     """What the SDK says about itself and the call, latest report first."""
 
     sdk: Stamped[out.TwilioSdk] | None = None
@@ -51,15 +63,16 @@ class SdkFacts(msgspec.Struct, array_like=True):
     ice_restart_enabled: Stamped[bool] | None = None
     edge: Stamped[str] | None = None
     selected_edges: Stamped[tuple[str, ...]] | None = None
-    disconnected_by: Stamped[str] | None = None
+    disconnected_by: Stamped[out.DisconnectedBy] | None = None
     feedback: Stamped[out.FeedbackInfo] | None = None
 
 
-class SdkEventState(msgspec.Struct, array_like=True):
-    levels: dict[str, int] = {}
+class SdkEventState(msgspec.Struct, array_like=True, gc=False):
+    levels: dict[out.Level, int] = {}
     groups: dict[str, int] = {}
     errors: dict[int, int] = {}
-    facts: SdkFacts = msgspec.field(default_factory=SdkFacts)
+    facts: bytes = b""
+    """The encoded ``SdkFacts`` (``load_facts`` / ``store_facts``); empty when none."""
     first_event: float | None = None
     answered: float | None = None
     ended: float | None = None
@@ -67,62 +80,85 @@ class SdkEventState(msgspec.Struct, array_like=True):
     ice_connected: bool = False
 
 
+_encoder: Final = msgspec.msgpack.Encoder()
+_facts_decoder: Final = msgspec.msgpack.Decoder(SdkFacts)
+
+
+def load_facts(state: SdkEventState) -> SdkFacts:
+    """The SDK's facts, decoded; hand them back with ``store_facts`` after changing them."""
+    return _facts_decoder.decode(state.facts) if state.facts else SdkFacts()
+
+
+def store_facts(state: SdkEventState, facts: SdkFacts) -> None:
+    state.facts = _encoder.encode(facts)
+
+
+def client_metadata(facts: SdkFacts) -> out.ClientMetadata | None:
+    """What the SDK said about itself, for its metric records."""
+    sdk = None if facts.sdk is None else facts.sdk[1]
+    client_name = facts.client_name[1] if facts.client_name is not None else None
+    if sdk is None and client_name is None:
+        return None
+    return out.ClientMetadata(client_name=client_name, sdk=sdk)
+
+
 def summary_group(group: str) -> str:
     """The summary spells groups with underscores (``get_user_media``), events with dashes."""
     return group.replace("-", "_")
 
 
-def sdk_event(state: SdkEventState, record: SdkEvent, account_sid: str, seq: int) -> out.CallEvent:
-    """Count the event, note what it says about the call, and return its call event."""
+def sdk_event(
+    state: SdkEventState, facts: SdkFacts, record: SdkEvent, account_sid: str, seq: int
+) -> out.CallEvent:
+    """Count the event, note what it says about the call (in ``facts``, loaded by the caller)
+    and return its call event."""
     ts = record.timestamp.timestamp()
-    payload: Mapping[str, Any] = record.payload or {}
+    group, name, level = record.group, record.name, record.level
+    payload = record.payload or _NO_PAYLOAD
     data = payload.get("data")
     metadata = _client_metadata(record)
     error = _error(payload, data)
     feedback = _feedback(record, payload)
-    _count(state, record, error, ts)
-    _note_facts(state.facts, record, metadata, feedback, payload, ts)
-    _note_progress(state, record, ts)
+
+    # Counts, by level, group (as the summary spells it) and error code.
+    state.levels[level] = state.levels.get(level, 0) + 1
+    counted = summary_group(group)
+    state.groups[counted] = state.groups.get(counted, 0) + 1
+    if error is not None and error.code is not None:
+        state.errors[error.code] = state.errors.get(error.code, 0) + 1
+    if state.first_event is None or ts < state.first_event:
+        state.first_event = ts
+
+    # Progress: answered, ended, ICE outcome.
+    if group == "connection":
+        if name in END_NAMES:
+            state.ended = ts if state.ended is None else min(state.ended, ts)
+        elif name in _ANSWER_NAMES:
+            state.answered = ts if state.answered is None else min(state.answered, ts)
+    elif group == "ice-connection-state":
+        if name == "failed":
+            state.ice_failed = True
+        elif name in _ICE_CONNECTED:
+            state.ice_connected = True
+
+    _note_facts(facts, record, metadata, feedback, payload, ts)
     return out.CallEvent(
         account_sid=account_sid,
         call_sid=record.call_sid,
         time=record.timestamp,
         seq=seq,
         edge="sdk_edge",
-        group=record.group,
-        name=record.name,
-        level=record.level,
+        group=group,
+        name=name,
+        level=level,
         sdk=out.SdkEventData(
             error=error,
             feedback=feedback,
-            metric=_metric(data if isinstance(data, Mapping) else payload),
+            metric=_metric(data if _is_mapping(data) else payload),
             ice_candidate_pair=_ice_pair(record, payload),
             metadata=metadata,
         ),
     )
-
-
-def _count(state: SdkEventState, record: SdkEvent, error: out.ErrorInfo | None, ts: float) -> None:
-    state.levels[record.level] = state.levels.get(record.level, 0) + 1
-    group = summary_group(record.group)
-    state.groups[group] = state.groups.get(group, 0) + 1
-    if error is not None and error.code is not None:
-        state.errors[error.code] = state.errors.get(error.code, 0) + 1
-    if state.first_event is None or ts < state.first_event:
-        state.first_event = ts
-
-
-def _note_progress(state: SdkEventState, record: SdkEvent, ts: float) -> None:
-    if record.group == "connection":
-        if record.name in END_NAMES:
-            state.ended = ts if state.ended is None else min(state.ended, ts)
-        elif record.name in _ANSWER_NAMES:
-            state.answered = ts if state.answered is None else min(state.answered, ts)
-    elif record.group == "ice-connection-state":
-        if record.name == "failed":
-            state.ice_failed = True
-        elif record.name in _ICE_CONNECTED:
-            state.ice_connected = True
 
 
 def _note_facts(
@@ -169,10 +205,10 @@ def _note_facts(
 def _error(payload: Mapping[str, Any], data: object) -> out.ErrorInfo | None:
     source: object = payload
     if "code" not in payload and "message" not in payload:
-        source = data.get("error") if isinstance(data, Mapping) else None
+        source = data.get("error") if _is_mapping(data) else None
         if isinstance(source, str):
             return out.ErrorInfo(message=source)
-    if not isinstance(source, Mapping):
+    if not _is_mapping(source):
         return None
     code = source.get("code")
     message = source.get("message")
@@ -217,7 +253,7 @@ def _ice_pair(record: SdkEvent, payload: Mapping[str, Any]) -> out.IceCandidateP
 
 
 def _candidate(candidate: object) -> out.IceCandidate | None:
-    if not isinstance(candidate, Mapping):
+    if not _is_mapping(candidate):
         return None
     kind = candidate.get("candidate_type")
     protocol = candidate.get("protocol")
@@ -264,3 +300,8 @@ def _client_metadata(record: SdkEvent) -> out.ClientMetadata:
 
 def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    # Payloads decode to dicts; the ABC check, far slower, is for anything else.
+    return type(value) is dict or isinstance(value, Mapping)

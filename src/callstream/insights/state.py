@@ -4,6 +4,12 @@ Kept small on purpose (the engine stores it per call and caches thousands): ever
 encoded as a msgpack array, SDK parts exist only for calls that have an SDK, and samples are
 kept only while their 10-second window is open (plus the last ten for the warnings). New
 members go at the end of a struct, with a default, so that stored states still decode.
+
+Kept cheap to decode and encode too, as the runtime does both on every step of a call: the
+call facts (``GatewayState.facts``, ``SdkEventState.facts``), which only events that report
+facts and summaries read, stay encoded in between, and values only a summary reads are kept
+as their encoding or a plain tuple rather than as nested structs. The state is a tree (no
+cycles), so its structs are not tracked by the garbage collector (``gc=False``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from callstream.insights.sdk_metrics import SdkMetricsState
 __all__ = ["CallState", "decode", "encode"]
 
 
-class CallState(msgspec.Struct, array_like=True):
+class CallState(msgspec.Struct, array_like=True, gc=False):
     account_sid: str
     call_sid: str
     seq: int = 0

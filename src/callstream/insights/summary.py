@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, NamedTuple, TypeVar, cast
+from typing import Any, Final, NamedTuple, TypeVar
 
 import msgspec
 
@@ -19,18 +19,30 @@ from callstream.insights.aggregates import Stamped
 from callstream.insights.codecs import payload_type
 from callstream.insights.gateway import (
     GatewayEdgeState,
+    GatewayFacts,
     GatewayState,
     StreamTotals,
+    decode_party,
+    load_facts,
     loss_percentage,
 )
 from callstream.insights.quality import Streams, TagThresholds, call_tags
-from callstream.insights.sdk_events import SdkEventState
-from callstream.insights.sdk_metrics import SampleTotals, current_totals
+from callstream.insights.sdk_events import SdkEventState, SdkFacts
+from callstream.insights.sdk_events import load_facts as load_sdk_facts
+from callstream.insights.sdk_metrics import SampleTotals, current_totals, first_sample_time
 from callstream.insights.state import CallState
 from callstream.model import insights as out
-from callstream.model.telemetry import Party
 
-__all__ = ["CallTimes", "call_times", "call_type_of", "digest", "emit", "summary_content"]
+__all__ = [
+    "CallFacts",
+    "CallTimes",
+    "call_facts",
+    "call_times",
+    "call_type_of",
+    "digest",
+    "emit",
+    "summary_content",
+]
 
 T = TypeVar("T")
 
@@ -45,23 +57,29 @@ _EDGE_DIRECTION: Final[Mapping[str, out.Direction]] = {
 }
 _SDK_DIRECTION: Final[Mapping[str, out.Direction]] = {"INCOMING": "inbound", "OUTGOING": "outbound"}
 _encoder: Final = msgspec.msgpack.Encoder()
+_NO_METADATA: Final = (None, None, None, None)
 
 
 def summary_content(state: CallState, thresholds: TagThresholds) -> out.CallSummary:
     """Everything the summary says about the call, as a partial of version 0 at the epoch."""
     gateway = state.gateway or GatewayState()
-    facts = gateway.facts
+    facts = load_facts(gateway)
     sdk = state.sdk
     samples = _samples(state)
-    times = _times(state, samples)
-    answered = times.answered is not None or _call_state(gateway, sdk) in ("answered", "completed")
+    times = _times(gateway, facts, sdk, samples.first if samples is not None else None)
+    call_state = _call_state(facts, sdk)
+    answered = times.answered is not None or call_state in ("answered", "completed")
     edges = {
         name: _edge_summary(gateway.edges[name], facts.direction)
         for name in _GATEWAY_EDGES
         if name in gateway.edges
     }
-    sdk_edge = _sdk_edge(sdk, samples) if sdk is not None or samples is not None else None
-    from_, to = _parties(facts.from_, facts.to, sdk)
+    sdk_facts = load_sdk_facts(sdk) if sdk is not None else None
+    sdk_edge = (
+        _sdk_edge(sdk, sdk_facts, samples) if sdk is not None or samples is not None else None
+    )
+    from_, to = _parties(facts.from_, facts.to, sdk_facts)
+    pdd_ms = _pdd_ms(gateway, facts, times)
     return out.CallSummary(
         account_sid=state.account_sid,
         call_sid=state.call_sid,
@@ -69,9 +87,9 @@ def summary_content(state: CallState, thresholds: TagThresholds) -> out.CallSumm
         kind="partial",
         processing_state="partial",
         processing_version=0,
-        call_type=_call_type(gateway, sdk, samples),
-        call_state=_call_state(gateway, sdk),
-        answered_by=cast(out.AnsweredBy, _value(facts.answered_by) or "unknown"),
+        call_type=_call_type(gateway, facts, sdk, samples is not None),
+        call_state=call_state,
+        answered_by=_value(facts.answered_by) or "unknown",
         created_time=_time(times.created),
         start_time=_time(times.start),
         end_time=_time(times.end),
@@ -91,10 +109,10 @@ def summary_content(state: CallState, thresholds: TagThresholds) -> out.CallSumm
             ],
             sdk=sdk_edge.inbound if sdk_edge is not None and samples is not None else None,
             answered=answered,
-            pdd_ms=_pdd_ms(gateway, times),
+            pdd_ms=pdd_ms,
             ice_failure=sdk is not None and sdk.ice_failed and not sdk.ice_connected,
         ),
-        properties=_properties(gateway, sdk, times),
+        properties=_properties(facts, sdk_facts, pdd_ms),
     )
 
 
@@ -113,18 +131,36 @@ def call_times(state: CallState) -> CallTimes:
     A call that never reported its end (ended by the idle timer) has no end time: the
     summary says what was reported and invents nothing.
     """
-    return _times(state, _samples(state))
+    return call_facts(state).times
 
 
-def _times(state: CallState, samples: SampleTotals | None) -> CallTimes:
+class CallFacts(NamedTuple):
+    """What the predictor asks of a call's state, worked out once."""
+
+    times: CallTimes
+    call_type: out.CallType
+
+
+def call_facts(state: CallState) -> CallFacts:
+    """The call's times (``call_times``) and type (``call_type_of``) together, reading the
+    state once for both."""
     gateway = state.gateway or GatewayState()
-    facts = gateway.facts
-    sdk = state.sdk
-    seen = [
-        t
-        for t in (sdk.first_event if sdk else None, samples.first if samples else None)
-        if t is not None
-    ]
+    facts = load_facts(gateway)
+    # Only the first sample's time is needed here, not the totals of windows still open.
+    first_sample = first_sample_time(state.samples) if state.samples is not None else None
+    return CallFacts(
+        times=_times(gateway, facts, state.sdk, first_sample),
+        call_type=_call_type(gateway, facts, state.sdk, first_sample is not None),
+    )
+
+
+def _times(
+    gateway: GatewayState,
+    facts: GatewayFacts,
+    sdk: SdkEventState | None,
+    first_sample: float | None,
+) -> CallTimes:
+    seen = [t for t in (sdk.first_event if sdk else None, first_sample) if t is not None]
     created = _value(facts.created_time) or gateway.first_event or (min(seen) if seen else None)
     queue_ms = _value(facts.queue_time)
     start = _value(facts.start_time) or (
@@ -157,26 +193,26 @@ def emit(
 
 def call_type_of(state: CallState) -> out.CallType:
     """The call type a gateway reported, else the one its edges imply."""
-    return _call_type(state.gateway or GatewayState(), state.sdk, _samples(state))
+    return call_facts(state).call_type
 
 
 def _call_type(
-    gateway: GatewayState, sdk: SdkEventState | None, samples: SampleTotals | None
+    gateway: GatewayState, facts: GatewayFacts, sdk: SdkEventState | None, sampled: bool
 ) -> out.CallType:
-    reported = _value(gateway.facts.call_type)
+    reported = _value(facts.call_type)
     if reported is not None:
-        return cast(out.CallType, reported)
+        return reported
     edges = gateway.edges
-    if "client_edge" in edges or sdk is not None or samples is not None:
+    if "client_edge" in edges or sdk is not None or sampled:
         return "client"
     if "sip_edge" in edges:
         return "trunking" if "carrier_edge" in edges else "sip"
     return "carrier"
 
 
-def _call_state(gateway: GatewayState, sdk: SdkEventState | None) -> out.CallState:
-    if gateway.facts.call_state is not None:
-        return cast(out.CallState, gateway.facts.call_state[2])
+def _call_state(facts: GatewayFacts, sdk: SdkEventState | None) -> out.CallState:
+    if facts.call_state is not None:
+        return facts.call_state[2]
     if sdk is not None and sdk.ended is not None:
         return "completed" if sdk.answered is not None else "canceled"
     if sdk is not None and sdk.answered is not None:
@@ -184,9 +220,9 @@ def _call_state(gateway: GatewayState, sdk: SdkEventState | None) -> out.CallSta
     return "ringing"
 
 
-def _pdd_ms(gateway: GatewayState, times: CallTimes) -> int | None:
+def _pdd_ms(gateway: GatewayState, facts: GatewayFacts, times: CallTimes) -> int | None:
     """Post-dial delay as reported, else from the call's start to its first ringing."""
-    reported = _value(gateway.facts.pdd_ms)
+    reported = _value(facts.pdd_ms)
     if reported is not None:
         return reported
     if gateway.ringing is None or times.start is None or gateway.ringing < times.start:
@@ -195,52 +231,33 @@ def _pdd_ms(gateway: GatewayState, times: CallTimes) -> int | None:
 
 
 def _properties(
-    gateway: GatewayState, sdk: SdkEventState | None, times: CallTimes
+    facts: GatewayFacts, sdk: SdkFacts | None, pdd_ms: int | None
 ) -> out.SummaryProperties:
-    facts = gateway.facts
     disconnected_by = _value(facts.disconnected_by)
     if disconnected_by is None and sdk is not None:
-        disconnected_by = _value(sdk.facts.disconnected_by)
+        disconnected_by = _value(sdk.disconnected_by)
     return out.SummaryProperties(
-        direction=cast(out.CallDirection | None, _value(facts.direction)),
-        disconnected_by=cast(out.DisconnectedBy | None, disconnected_by),
+        direction=_value(facts.direction),
+        disconnected_by=disconnected_by,
         last_sip_response_num=_value(facts.sip_response_code),
-        pdd_ms=_pdd_ms(gateway, times),
+        pdd_ms=pdd_ms,
         queue_time=_value(facts.queue_time),
         q850_cause=_value(facts.q850_cause),
     )
 
 
 def _parties(
-    caller: Stamped[Party] | None, callee: Stamped[Party] | None, sdk: SdkEventState | None
+    caller: Stamped[bytes] | None, callee: Stamped[bytes] | None, sdk: SdkFacts | None
 ) -> tuple[out.CallParty | None, out.CallParty | None]:
-    from_ = _party(_value(caller))
-    to = _party(_value(callee))
-    info = _value(sdk.facts.sdk) if sdk is not None else None
-    if sdk is None or info is None:
+    from_ = None if caller is None else decode_party(caller[1])
+    to = None if callee is None else decode_party(callee[1])
+    if sdk is None or sdk.sdk is None:
         return from_, to
+    info = sdk.sdk[1]
     # The SDK is the calling party when it placed the call, the called party otherwise.
-    if _value(sdk.facts.direction) == "OUTGOING":
+    if _value(sdk.direction) == "OUTGOING":
         return msgspec.structs.replace(from_ or out.CallParty(), sdk=info), to
     return from_, msgspec.structs.replace(to or out.CallParty(), sdk=info)
-
-
-def _party(party: Party | None) -> out.CallParty | None:
-    if party is None:
-        return None
-    location = party.location
-    return out.CallParty(
-        caller=party.caller,
-        callee=party.callee,
-        carrier=party.carrier,
-        connection=party.connection,
-        number_prefix=party.number_prefix,
-        location=None if location is None else out.Location(lat=location.lat, lon=location.lon),
-        city=party.city,
-        country_code=party.country_code,
-        country_subdivision=party.country_subdivision,
-        ip_address=party.ip_address,
-    )
 
 
 # --- edges --------------------------------------------------------------------------------------
@@ -249,17 +266,19 @@ def _party(party: Party | None) -> out.CallParty | None:
 def _edge_summary(
     edge: GatewayEdgeState, call_direction: Stamped[str] | None
 ) -> out.GatewayEdgeSummary:
-    metadata = _value(edge.metadata) or out.GatewayMetadata()
+    region, twilio_ip, external_ip, edge_location = (
+        _NO_METADATA if edge.metadata is None else edge.metadata[1]
+    )
     direction = _EDGE_DIRECTION.get(_value(call_direction) or "", "unknown")
     return out.GatewayEdgeSummary(
         properties=out.EdgeProperties(
             direction=direction,
-            media_region=metadata.region,
-            edge_location=metadata.edge_location,
-            twilio_media_ip=metadata.twilio_ip,
-            external_media_ip=metadata.external_ip,
-            region=metadata.region,
-            disconnected_by=cast(out.DisconnectedBy | None, _value(edge.disconnected_by)),
+            media_region=region,
+            edge_location=edge_location,
+            twilio_media_ip=twilio_ip,
+            external_media_ip=external_ip,
+            region=region,
+            disconnected_by=_value(edge.disconnected_by),
         ),
         inbound=_stream_metrics(edge.inbound, inbound=True),
         outbound=_stream_metrics(edge.outbound, inbound=False),
@@ -269,9 +288,10 @@ def _edge_summary(
 def _stream_metrics(totals: StreamTotals | None, *, inbound: bool) -> out.Metrics | None:
     if totals is None:
         return None
-    count = totals.packet_count
-    lost = totals.lost_count
+    count = max(totals.packets, totals.reported_packets)
+    lost = max(totals.lost, totals.reported_lost)
     codec, name = totals.codec[1] if totals.codec is not None else (None, None)
+    delays = totals.delay_variation
     return out.Metrics(
         codec=codec,
         codec_name=name or None,
@@ -281,11 +301,13 @@ def _stream_metrics(totals: StreamTotals | None, *, inbound: bool) -> out.Metric
         packets_loss_percentage=loss_percentage(lost, count),
         jitter=totals.jitter.stats(3, with_min=False),
         latency=totals.latency.stats(3, with_min=False),
-        packet_delay_variation=dict(sorted(totals.delay_variation.items())) or None,
+        packet_delay_variation=dict(sorted(delays.items())) if delays else None,
     )
 
 
-def _sdk_edge(sdk: SdkEventState | None, samples: SampleTotals | None) -> out.SdkEdgeSummary:
+def _sdk_edge(
+    sdk: SdkEventState | None, facts: SdkFacts | None, samples: SampleTotals | None
+) -> out.SdkEdgeSummary:
     inbound = outbound = None
     if samples is not None:
         received, lost = samples.packets_received, samples.packets_lost
@@ -307,13 +329,12 @@ def _sdk_edge(sdk: SdkEventState | None, samples: SampleTotals | None) -> out.Sd
             packets_sent=samples.packets_sent,
             bytes_sent=samples.bytes_sent,
         )
-    if sdk is None:
+    if sdk is None or facts is None:
         return out.SdkEdgeSummary(inbound=inbound, outbound=outbound)
-    facts = sdk.facts
     return out.SdkEdgeSummary(
         properties=out.SdkEdgeProperties(
             direction=_SDK_DIRECTION.get(_value(facts.direction) or "", "unknown"),
-            disconnected_by=cast(out.DisconnectedBy | None, _value(facts.disconnected_by)),
+            disconnected_by=_value(facts.disconnected_by),
             settings=out.SdkSettings(
                 dscp=_value(facts.dscp),
                 ice_restart_enabled=_value(facts.ice_restart_enabled),
@@ -324,7 +345,7 @@ def _sdk_edge(sdk: SdkEventState | None, samples: SampleTotals | None) -> out.Sd
         inbound=inbound,
         outbound=outbound,
         events=out.SdkEventCounts(
-            levels=cast(Mapping[out.Level, int], _sorted(sdk.levels)),
+            levels=_sorted(sdk.levels),
             groups=_sorted(sdk.groups),
             errors=_sorted(sdk.errors),
             feedback=_value(facts.feedback),
