@@ -24,14 +24,16 @@ import hashlib
 import hmac
 import ipaddress
 import socket
+from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
-import msgspec
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from callstream.cloudevents import CloudEvent, encode_batch
+from callstream.sinks.drivers import Outcome
+from callstream.store.control import Sink
 
 DEFAULT_TIMEOUT = 5.0
 USER_AGENT = "callstream-event-streams/1"
@@ -119,15 +121,6 @@ def signature(auth_token: str, url: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-class Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    """How one request ended: delivered, to be retried, or to be given up on."""
-
-    ok: bool
-    retry: bool
-    status: int | None = None
-    error: str | None = None
-
-
 class WebhookClient:
     """One pooled aiohttp session for every webhook sink of the process."""
 
@@ -153,6 +146,11 @@ class WebhookClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def send(self, sink: Sink, auth_token: str, events: Sequence[bytes]) -> Outcome:
+        """The ``SinkDriver`` entry point: one request with ``events`` as a JSON array."""
+        destination = str(sink.configuration.get("destination", ""))
+        return await self.post(destination, auth_token, b"[" + b",".join(events) + b"]")
 
     async def post_events(
         self, destination: str, auth_token: str, events: list[CloudEvent]

@@ -13,7 +13,8 @@ and removed from it once delivered or given up on (then dead-lettered like any i
 retry schedule is kept in memory, so a restart retries them at once. Sending them from the
 outbox keeps the outbox what the API and its tests read: the sink's pending test events.
 
-Only webhook sinks have a driver today; the queues of other sink types fill and wait.
+Sinks are sent through the driver of their type (``sinks/drivers.py``); the queue of a sink
+type with no driver fills and waits.
 Tunables come from ``CALLSTREAM_DELIVERY_*`` environment variables (``DeliveryConfig``).
 """
 
@@ -33,7 +34,8 @@ import structlog
 from callstream.cloudevents import to_cloudevent
 from callstream.config import parse_duration
 from callstream.model.insights import TestEvent
-from callstream.sinks.webhook import Outcome, WebhookClient
+from callstream.sinks.drivers import Drivers, Outcome
+from callstream.sinks.webhook import WebhookClient
 from callstream.store.control import ControlStore, OutboxItem, Sink
 from callstream.store.delivery import Attempt, Delivery, DeliveryStore, NewDelivery
 from callstream.store.interfaces import AccountStore
@@ -42,7 +44,6 @@ log = structlog.get_logger(__name__)
 
 _encoder = msgspec.json.Encoder()
 _test_decoder = msgspec.msgpack.Decoder(TestEvent)
-DRIVERS = frozenset({"webhook"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +83,6 @@ def backoff(attempts: int, config: DeliveryConfig, rng: random.Random) -> float:
     return delay / 2 + rng.uniform(0, delay / 2)
 
 
-def _join(bodies: Sequence[bytes]) -> bytes:
-    return b"[" + b",".join(bodies) + b"]"
-
-
 @dataclasses.dataclass
 class _OutboxState:
     item: OutboxItem
@@ -123,7 +120,7 @@ class SinkWorker:
         config = self._s.config
         while not self._s.stopping.is_set():
             sink = await self._load()
-            if sink is None or sink.sink_type not in DRIVERS:
+            if sink is None or sink.sink_type not in self._s.drivers:
                 break
             mark = self._s.queue.enqueued_mark(self.sink_sid)
             outbox_mark = max(self._outbox, default=0)
@@ -184,11 +181,10 @@ class SinkWorker:
         task.add_done_callback(self._in_flight.discard)
 
     async def _post(self, sink: Sink, bodies: Sequence[bytes]) -> Outcome:
-        destination = str(sink.configuration.get("destination", ""))
         try:
-            outcome = await self._s.client.post(destination, self._token, _join(bodies))
+            outcome = await self._s.drivers[sink.sink_type].send(sink, self._token, bodies)
         except Exception as exc:  # a driver bug must not kill the sink's task
-            log.exception("webhook request failed", sink_sid=self.sink_sid)
+            log.exception("sink request failed", sink_sid=self.sink_sid)
             outcome = Outcome(ok=False, retry=True, error=f"internal error (91304): {exc!r}")
         attempt = Attempt(
             sink_sid=self.sink_sid,
@@ -218,6 +214,11 @@ class SinkWorker:
         if outcome.ok:
             await queue.ack(ids)
             return
+        if outcome.delivered:
+            await queue.ack([ids[i] for i in outcome.delivered])
+            done = set(outcome.delivered)
+            items = [item for i, item in enumerate(items) if i not in done]
+            ids = [i.id for i in items]
         error = outcome.error or "failed"
         if not outcome.retry:
             await queue.dead_letter(ids, error, now)
@@ -293,13 +294,16 @@ class DeliveryService:
         allow_private: bool,
         schema_base_url: str,
         config: DeliveryConfig | None = None,
+        drivers: Drivers | None = None,
     ) -> None:
         self.queue = queue
         self.control = control
         self.accounts = accounts
         self.schema_base_url = schema_base_url
         self.config = config or DeliveryConfig.from_env(os.environ)
-        self.client = WebhookClient(allow_private=allow_private, timeout=self.config.timeout)
+        self.drivers: Drivers = drivers or {
+            "webhook": WebhookClient(allow_private=allow_private, timeout=self.config.timeout)
+        }
         self.rng = random.Random()
         self.stopping = asyncio.Event()
         self.workers: dict[str, asyncio.Task[None]] = {}
@@ -313,7 +317,8 @@ class DeliveryService:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.gather(*self.workers.values(), return_exceptions=True)
-        await self.client.close()
+        for driver in self.drivers.values():
+            await driver.close()
 
     async def _run(self) -> None:
         await self.queue.release_claims()
