@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import typer
@@ -33,26 +33,15 @@ from rich.progress import (
 from rich.table import Table
 
 from callstream.config import Settings, SettingsError, load_settings
-from callstream.insights import predictor as model_lib
-from callstream.insights.predictor import (
-    DATA_DIR_MODEL,
-    MIN_CALLS,
-    ModelFile,
-    PredictorError,
-    TrainedPredictor,
-)
-from callstream.insights.predictor_api import CompletionPredictor, HeuristicPredictor
-from callstream.insights.replay import (
-    CallRecord,
-    CheckpointRecorder,
-    Evaluation,
-    PredictorFigures,
-    Scenario,
-    log_pages,
-)
-from callstream.insights.replay import evaluate as run_evaluation
-from callstream.insights.step import EngineConfig
-from callstream.store.interfaces import CallKey
+
+if TYPE_CHECKING:
+    # The model and replay code load scikit-learn-sized modules; commands import them when
+    # they run, so `callstream --help` and every other command start quickly.
+    from callstream.insights import predictor as model_lib
+    from callstream.insights.predictor import ModelFile
+    from callstream.insights.replay import CallRecord, Evaluation, PredictorFigures
+    from callstream.insights.step import EngineConfig
+    from callstream.store.interfaces import CallKey
 
 __all__ = ["predictor_app"]
 
@@ -73,6 +62,8 @@ PRODUCTION_COMPLETE_AFTER = 1800.0
 @contextmanager
 def _progress() -> Iterator[model_lib.Progress]:
     """Rich progress bars on stderr, one per phase of the work."""
+    from callstream.insights.predictor import Progress as PhaseProgress
+
     bars = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -93,7 +84,7 @@ def _progress() -> Iterator[model_lib.Progress]:
             bars.advance(current[-1], n)
 
     with bars:
-        yield model_lib.Progress(start=start, advance=advance)
+        yield PhaseProgress(start=start, advance=advance)
         if current:
             bars.update(current[-1], total=bars.tasks[-1].completed)
 
@@ -124,7 +115,7 @@ def train(
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help=f"Model file to write [default: DATA_DIR/{DATA_DIR_MODEL}]."
+            "--output", "-o", help="Model file to write [default: DATA_DIR/predictor.json]."
         ),
     ] = None,
     simulated: Annotated[
@@ -147,6 +138,8 @@ def train(
     config: Annotated[Path | None, typer.Option("--config", help="TOML settings file.")] = None,
 ) -> None:
     """Train a completion predictor and write it as JSON."""
+    from callstream.insights.predictor import DATA_DIR_MODEL, PredictorError, write_model
+
     settings = _settings(
         config, data_dir=data_dir, complete_after=complete_after, partial_after=partial_after
     )
@@ -160,11 +153,13 @@ def train(
     except PredictorError as exc:
         raise _fail(str(exc)) from None
     target = output or settings.data_dir / DATA_DIR_MODEL
-    model_lib.write_model(model, target)
+    write_model(model, target)
     _report_model(model, target)
 
 
 def _train_simulated() -> ModelFile:
+    from callstream.insights import predictor as model_lib
+
     with _progress() as progress:
         data, training = model_lib.simulated_labelled(progress=progress)
         return model_lib.train_model(
@@ -176,6 +171,9 @@ def _train_simulated() -> ModelFile:
 
 
 def _train_data_dir(settings: Settings) -> ModelFile:
+    from callstream.insights import predictor as model_lib
+    from callstream.insights.predictor import MIN_CALLS, PredictorError
+    from callstream.insights.step import EngineConfig
     from callstream.server import DATABASE_FILE, open_embedded
 
     data_dir = settings.data_dir
@@ -206,6 +204,8 @@ def _train_data_dir(settings: Settings) -> ModelFile:
 async def _replay_log(
     log: Any, engine: EngineConfig, progress: model_lib.Progress
 ) -> dict[CallKey, CallRecord]:
+    from callstream.insights.replay import CheckpointRecorder, log_pages
+
     recorder = CheckpointRecorder(engine)
     progress.start("replaying telemetry", None)
     async for page in log_pages(log):
@@ -254,6 +254,11 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
 ) -> None:
     """Measure the trained predictor and the heuristic on simulated calls."""
+    from callstream.insights.predictor import PredictorError, TrainedPredictor
+    from callstream.insights.predictor_api import CompletionPredictor, HeuristicPredictor
+    from callstream.insights.replay import Scenario
+    from callstream.insights.replay import evaluate as run_evaluation
+
     try:
         seconds = _settings(None, complete_after=complete_after).complete_after
         trained = TrainedPredictor.load(model)

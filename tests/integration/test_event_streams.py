@@ -214,6 +214,8 @@ def test_segment_sink_is_active_and_kinesis_starts_initialized(env: Env) -> None
         ("kinesis", {**KINESIS, "arn": ""}, "arn"),
         ("kinesis", {**KINESIS, "role_arn": "arn:aws:kinesis:us-east-1:1:stream/x"}, "role_arn"),
         ("kinesis", {"arn": KINESIS["arn"], "role_arn": KINESIS["role_arn"]}, "external_id"),
+        ("kinesis", {**KINESIS, "external_id": "x"}, "external_id"),
+        ("kinesis", {**KINESIS, "external_id": "has space"}, "external_id"),
         ("segment", {}, "write_key"),
         ("segment", {"write_key": 42}, "write_key"),
     ],

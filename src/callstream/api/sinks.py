@@ -42,6 +42,7 @@ from callstream.api.wire import (
 )
 from callstream.model.catalogue import catalogue
 from callstream.model.insights import TestEvent
+from callstream.sinks.webhook import STANDARD_WEBHOOKS_KEY, standard_webhooks_secret_error
 from callstream.store.control import (
     SINK_STATUSES,
     SINK_TYPES,
@@ -70,6 +71,7 @@ TEST_EVENT_TYPE = "com.twilio.eventstreams.test-event"
 # emulators vary, so only the shape that names a Kinesis stream and an IAM role is checked.
 _STREAM_ARN = re.compile(r"arn:aws[a-z-]*:kinesis:[a-z0-9-]+:[0-9]+:stream/[A-Za-z0-9_.-]{1,128}")
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]+:role/[A-Za-z0-9_+=,.@/-]{1,512}")
+_EXTERNAL_ID = re.compile(r"[A-Za-z0-9_+=,.@:/-]{2,1224}")
 
 _msgpack = msgspec.msgpack.Encoder()
 
@@ -155,6 +157,11 @@ def _webhook(config: dict[str, Any], allow_private: bool) -> dict[str, Any]:
         raise _config_error("batch_events", "is empty")
     if not isinstance(config["batch_events"], bool):
         raise _config_error("batch_events", "must be true or false")
+    # Optional Standard Webhooks signing (sinks/webhook.py); null or absent: none.
+    if config.get(STANDARD_WEBHOOKS_KEY) is not None:
+        reason = standard_webhooks_secret_error(config[STANDARD_WEBHOOKS_KEY])
+        if reason is not None:
+            raise _config_error(STANDARD_WEBHOOKS_KEY, reason)
     return {**config, "method": method}
 
 
@@ -163,7 +170,11 @@ def _kinesis(config: dict[str, Any]) -> dict[str, Any]:
         raise _config_error("arn", "must be a Kinesis stream ARN (arn:aws:kinesis:...:stream/...)")
     if not _ROLE_ARN.fullmatch(_text(config, "role_arn")):
         raise _config_error("role_arn", "must be an IAM role ARN (arn:aws:iam::...:role/...)")
-    _text(config, "external_id")
+    # What STS AssumeRole accepts as ExternalId; anything else could never be delivered.
+    if not _EXTERNAL_ID.fullmatch(_text(config, "external_id")):
+        raise _config_error(
+            "external_id", "must be 2 to 1224 characters of letters, digits and +=,.@:/-_"
+        )
     return config
 
 
