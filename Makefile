@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test bench lint venv clean browser
 
 venv: $(STAMP)
 
@@ -19,7 +19,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/callstream demo
 
-test: $(STAMP)
+# The console's browser tests drive Debian's Chromium (Playwright's own download needs the
+# internet); install it where it is missing (as root, which CI is).
+browser:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(STAMP)

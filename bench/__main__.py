@@ -10,7 +10,13 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHES = ["bench.bench_sim", "bench.bench_ingest", "bench.bench_predictor"]
+BENCHES = [
+    "bench.bench_sim",
+    "bench.bench_ingest",
+    "bench.bench_delivery",
+    "bench.bench_kinesis",
+    "bench.bench_predictor",
+]
 
 
 def main(names: list[str]) -> int:

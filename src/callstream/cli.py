@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from callstream.accounts import AccountError, create_account
+from callstream.cli_streams import dlq_app, sinks_app, subscriptions_app
 from callstream.config import Settings, SettingsError, load_settings
 from callstream.predictor_cli import predictor_app
 from callstream.sim.cli import simulate
@@ -27,6 +28,9 @@ accounts_app = typer.Typer(no_args_is_help=True, help="Manage accounts (embedded
 app.add_typer(accounts_app, name="accounts")
 app.command("simulate")(simulate)
 app.add_typer(predictor_app, name="predictor")
+app.add_typer(sinks_app, name="sinks")
+app.add_typer(subscriptions_app, name="subscriptions")
+app.add_typer(dlq_app, name="dlq")
 
 err = Console(stderr=True)
 
@@ -71,8 +75,54 @@ def serve(
         str | None,
         typer.Option(help="Stages to run: all, or a comma list of api, ingest, engine."),
     ] = None,
+    # Delivery settings (docs/api.md, Delivery settings); env CALLSTREAM_<NAME> too.
+    delivery_concurrency: Annotated[
+        int | None, typer.Option(help="Requests in flight per sink (4).")
+    ] = None,
+    delivery_batch_size: Annotated[
+        int | None, typer.Option(help="Events per request for batch_events sinks (100).")
+    ] = None,
+    delivery_batch_bytes: Annotated[
+        int | None, typer.Option(help="Bytes per request for batch_events sinks (1 MiB).")
+    ] = None,
+    delivery_linger: Annotated[
+        str | None, typer.Option(help="How long a batch may wait to fill, e.g. 50ms.")
+    ] = None,
+    delivery_timeout: Annotated[
+        str | None, typer.Option(help="How long a sink has to answer, e.g. 5s.")
+    ] = None,
+    delivery_retry_base: Annotated[
+        str | None, typer.Option(help="First retry delay, doubling, e.g. 1s.")
+    ] = None,
+    delivery_retry_cap: Annotated[
+        str | None, typer.Option(help="Longest retry delay, e.g. 10m.")
+    ] = None,
+    delivery_retry_window: Annotated[
+        str | None, typer.Option(help="Retry an event this long, then dead-letter it (4h).")
+    ] = None,
+    delivery_lease: Annotated[
+        str | None, typer.Option(help="How long a claimed event stays hidden, e.g. 60s.")
+    ] = None,
+    delivery_attempts_kept: Annotated[
+        int | None, typer.Option(help="Attempt-log rows kept per sink (200).")
+    ] = None,
+    delivery_idle_exit: Annotated[
+        str | None, typer.Option(help="An idle sink's worker ends after this, e.g. 10s.")
+    ] = None,
+    delivery_throttle_rate: Annotated[
+        float | None, typer.Option(help="Events/s a failing sink is capped at (100).")
+    ] = None,
+    delivery_throttle_recovery: Annotated[
+        str | None, typer.Option(help="Quiet time before the cap ramps back up (5m).")
+    ] = None,
+    sink_failure_threshold: Annotated[
+        int | None, typer.Option(help="Failed requests in a row before a sink is failed (10).")
+    ] = None,
+    metrics_token: Annotated[
+        str | None, typer.Option(help="Bearer token that opens GET /metrics.")
+    ] = None,
 ) -> None:
-    """Run callstream: the ingest API on the embedded backend."""
+    """Run callstream: ingest, engine, delivery and the APIs, on the embedded backend."""
     from callstream.server import serve as run
 
     settings = _settings(
@@ -86,9 +136,27 @@ def serve(
         account_sid=account_sid,
         auth_token=auth_token,
         roles=roles,
+        delivery_concurrency=delivery_concurrency,
+        delivery_batch_size=delivery_batch_size,
+        delivery_batch_bytes=delivery_batch_bytes,
+        delivery_linger=delivery_linger,
+        delivery_timeout=delivery_timeout,
+        delivery_retry_base=delivery_retry_base,
+        delivery_retry_cap=delivery_retry_cap,
+        delivery_retry_window=delivery_retry_window,
+        delivery_lease=delivery_lease,
+        delivery_attempts_kept=delivery_attempts_kept,
+        delivery_idle_exit=delivery_idle_exit,
+        delivery_throttle_rate=delivery_throttle_rate,
+        delivery_throttle_recovery=delivery_throttle_recovery,
+        sink_failure_threshold=sink_failure_threshold,
+        metrics_token=metrics_token,
     )
     try:
         run(settings)
+    except SettingsError as exc:  # a setting checked where it is used, e.g. DELIVERY_*
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
     except AccountError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -183,11 +251,24 @@ def demo(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     port: Annotated[int | None, typer.Option(help="Listen port [env CALLSTREAM_PORT].")] = None,
+    duration: Annotated[
+        str | None, typer.Option(help="Stop by itself after this long, e.g. 30s.")
+    ] = None,
+    board: Annotated[
+        bool, typer.Option(help="The live board; --no-board prints JSON counts every second.")
+    ] = True,
 ) -> None:
-    """Run the server with demo timers, play simulated calls into it and watch the events."""
-    from callstream.demo import run_demo
+    """Run the server, a webhook receiver subscribed to every event, and simulated calls."""
+    from callstream.config import parse_duration
+    from callstream.demo import DemoOptions, run_demo
 
-    run_demo(_settings(config, data_dir=data_dir, port=port))
+    try:
+        seconds = None if duration is None else parse_duration(duration)
+    except SettingsError as exc:
+        err.print(f"[red]error:[/red] --duration: {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    options = DemoOptions(duration=seconds, board=board)
+    raise typer.Exit(run_demo(_settings(config, data_dir=data_dir, port=port), options))
 
 
 @app.command()

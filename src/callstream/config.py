@@ -54,10 +54,43 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str | None = None
     database_url: str | None = None
     schema_base_url: str = "https://events-schemas.twilio.com"
+    segment_base_url: str = "https://api.segment.io"
+    """Where Segment sinks send their batches (``<segment_base_url>/v1/batch``)."""
     log_format: Literal["console", "json"] = "console"
     log_level: str = "info"
     roles: str = "all"
     """The stages this process runs: all, or a comma list of api, ingest, engine, delivery."""
+    # Delivery (streams/delivery.py); docs/api.md "Delivery settings" says more.
+    delivery_concurrency: int = 4
+    """Requests in flight per sink."""
+    delivery_batch_size: int = 100
+    """Events per request at most, for ``batch_events`` sinks."""
+    delivery_batch_bytes: int = 1024 * 1024
+    """Bytes of events per request at most, for ``batch_events`` sinks."""
+    delivery_linger: float = 0.05
+    """How long a batch may wait to fill."""
+    delivery_timeout: float = 5.0
+    """How long a sink has to answer a request (Twilio: 5 s)."""
+    delivery_retry_base: float = 1.0
+    """First retry delay; it doubles per attempt, with jitter."""
+    delivery_retry_cap: float = 600.0
+    """Longest retry delay."""
+    delivery_retry_window: float = 4 * 3600.0
+    """How long an event is retried before it is dead-lettered (Twilio: 4 hours)."""
+    delivery_lease: float = 60.0
+    """How long a claimed queue item stays hidden from other claims."""
+    delivery_attempts_kept: int = 200
+    """Attempt-log rows kept per sink."""
+    delivery_idle_exit: float = 10.0
+    """A sink's worker task ends after this long with nothing to do."""
+    delivery_throttle_rate: float = 100.0
+    """Events/s a sink is capped at on its first 429/5xx/timeout (Twilio: 100)."""
+    delivery_throttle_recovery: float = 300.0
+    """Time without errors before a throttled sink's cap ramps back up (Twilio: 5 min)."""
+    sink_failure_threshold: int = 10
+    """Consecutive failed requests before a sink is marked ``failed`` (0: never)."""
+    metrics_token: str | None = None
+    """Bearer token that opens ``GET /metrics``; unset: /metrics answers 404."""
 
     @property
     def role_set(self) -> frozenset[str]:
@@ -71,7 +104,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 ROLES = frozenset({"api", "ingest", "engine", "delivery"})
-_DURATIONS = frozenset({"partial_after", "complete_after"})
+_DURATIONS = frozenset(
+    {
+        "partial_after",
+        "complete_after",
+        *("delivery_linger", "delivery_timeout", "delivery_retry_base", "delivery_retry_cap"),
+        *("delivery_retry_window", "delivery_lease", "delivery_idle_exit"),
+        "delivery_throttle_recovery",
+    }
+)
 _FIELDS = frozenset(Settings.__struct_fields__)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator
@@ -14,18 +15,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from callstream.accounts import ensure_default_account
+from callstream.api.delivery import delivery_routes
 from callstream.api.errors import ApiError, error_response
 from callstream.api.event_streams import event_streams_routes
 from callstream.api.live import LiveRoutes
 from callstream.api.openapi import openapi_route
 from callstream.api.voice_insights import voice_insights_routes
-from callstream.config import Settings
+from callstream.config import Settings, SettingsError
+from callstream.console import console_routes
 from callstream.ingest.routes import IngestRoutes
 from callstream.insights.call import CallInsights
 from callstream.insights.engine import Engine
 from callstream.insights.predictor import load_predictor
 from callstream.insights.step import EngineConfig
+from callstream.lifecycle import SHUTDOWN_GRACE, GracefulServer, Readiness, ShutdownGuard
 from callstream.logs import configure as configure_logs
+from callstream.metrics import Metrics
+from callstream.sinks.registry import build_drivers
 from callstream.store.sqlite.accounts import SqliteAccountStore
 from callstream.store.sqlite.control import SqliteControlStore
 from callstream.store.sqlite.database import Database
@@ -35,7 +41,7 @@ from callstream.store.sqlite.insights import SqliteInsightsStore
 from callstream.store.sqlite.schema import migrate
 from callstream.store.sqlite.signal import HighWater
 from callstream.store.sqlite.telemetry import SqliteTelemetryLog
-from callstream.streams.delivery import DeliveryService
+from callstream.streams.delivery import DeliveryConfig, DeliveryService
 from callstream.streams.router import Router
 
 DATABASE_FILE = "callstream.db"
@@ -86,6 +92,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
+    if settings.backend != "embedded":
+        raise SettingsError(
+            f"BACKEND={settings.backend} is not available in this version; use embedded"
+        )
     services = open_embedded(settings)
     ingest = IngestRoutes(services.accounts, services.telemetry)
     live = LiveRoutes(services.accounts, services.events, settings.schema_base_url)
@@ -104,12 +114,24 @@ def create_app(settings: Settings) -> Starlette:
         services.delivery,
         schema_base_url=settings.schema_base_url,
     )
+    # Delivery settings and the per-app metrics registry (GET /metrics, metrics_token).
+    delivery_config = DeliveryConfig.from_settings(settings)
+    metrics = Metrics(
+        token=settings.metrics_token,
+        delivery=services.delivery,
+        throttle=delivery_config.throttle,
+        engine=engine if engine_on else None,
+        timers_pending=services.engine_store.pending_timers,
+    )
     delivery = DeliveryService(
         services.delivery,
         services.control,
         services.accounts,
         allow_private=settings.allow_private_destinations,
         schema_base_url=settings.schema_base_url,
+        drivers=build_drivers(settings),  # webhook, kinesis, segment
+        config=delivery_config,
+        latency=metrics.observe_latency,
     )
 
     async def health(request: Request) -> Response:
@@ -118,6 +140,8 @@ def create_app(settings: Settings) -> Starlette:
         if engine_on:
             body["engine_partitions_behind"] = engine.partitions_behind()
         return JSONResponse(body)
+
+    readiness = Readiness(settings.role_set)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -137,41 +161,74 @@ def create_app(settings: Settings) -> Starlette:
         if delivery_on:
             router.start()
             delivery.start()
+        readiness.started()
         try:
             yield
         finally:
+            readiness.stopping()
             await engine.stop()
             await router.stop()
-            await delivery.stop()
+            await _stop_delivery(delivery)
             services.db.close()
 
     routes: list[BaseRoute] = [
         Route("/healthz", health, methods=["GET"]),
-        Route("/v1/Telemetry", ingest.telemetry, methods=["POST"]),
+        Route("/readyz", readiness.endpoint, methods=["GET"]),
+        Route("/v1/Telemetry", metrics.count_ingest(ingest.telemetry), methods=["POST"]),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
         Route("/callstream/v1/Events", live.events, methods=["GET"]),
     ]
     # Event Streams v1 API routes (sinks, subscriptions, types, schemas) are added here.
     routes += event_streams_routes(services.accounts, services.control, settings)
     # Voice Insights v1 API routes (summaries, events, metrics) are added here.
     routes += voice_insights_routes(services.accounts, services.insights, settings.base_url)
+    # Delivery operations: per-sink status, attempts, dead letters, replay, re-enable.
+    routes += delivery_routes(
+        services.accounts,
+        services.control,
+        services.delivery,
+        settings.base_url,
+        delivery_config.throttle,
+    )
+    # The web console (static app) and its data endpoints: live stream, active calls.
+    routes += console_routes(
+        services.accounts, services.events, services.insights, settings.schema_base_url
+    )
     routes.append(openapi_route(settings.base_url))  # the document of every route above
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
+    app.state.readiness = readiness
+    return app
+
+
+async def _stop_delivery(delivery: DeliveryService) -> None:
+    """Let in-flight deliveries finish, for at most SHUTDOWN_GRACE seconds; then cancel
+    them. A cancelled delivery stays claimed in its queue and is sent again after the next
+    start (at-least-once), so cutting it short loses nothing."""
+    stopped = asyncio.ensure_future(delivery.stop())
+    done, _ = await asyncio.wait({stopped}, timeout=SHUTDOWN_GRACE)
+    if not done:
+        for task in delivery.workers.values():
+            task.cancel()
+    await stopped  # returns once the workers have ended; then it closes the drivers
 
 
 def serve(settings: Settings) -> None:
     import uvicorn
 
     configure_logs(settings.log_format, settings.log_level)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        ShutdownGuard(app, app.state.readiness),  # ends long polls before uvicorn cancels them
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         http="httptools",
         log_level="warning",
         lifespan="on",
+        timeout_graceful_shutdown=int(SHUTDOWN_GRACE),  # long polls must not hold a stop up
     )
+    GracefulServer(config, app.state.readiness).run()

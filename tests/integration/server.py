@@ -17,6 +17,10 @@ ACCOUNT_SID = "AC" + "a1" * 16
 AUTH_TOKEN = "token-" + "b2" * 13
 
 
+class PortTaken(RuntimeError):
+    """The server could not bind its port: another process took it first."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -39,6 +43,18 @@ class Server:
         return httpx.Client(base_url=self.url, auth=(username, password), timeout=30.0)
 
     def start(self, timeout: float = 30.0) -> Server:
+        # free_port() can only pick a port that was free a moment ago; another process may
+        # take it first. A server that could not bind is started again on a new port.
+        for _ in range(4):
+            try:
+                self._start_once(timeout)
+                return self
+            except PortTaken:
+                self.port = free_port()
+        self._start_once(timeout)
+        return self
+
+    def _start_once(self, timeout: float) -> None:
         env = {
             **os.environ,
             "CALLSTREAM_DATA_DIR": str(self.data_dir),
@@ -48,23 +64,25 @@ class Server:
             **self.extra_env,
         }
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "callstream", "serve"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "callstream", "serve"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         self._wait_healthy(timeout)
-        return self
 
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         assert self.process is not None
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}: {self.logs()}")
+                logs = self.logs()
+                if "address already in use" in logs.lower():
+                    raise PortTaken(self.port)
+                raise RuntimeError(f"server exited with {self.process.returncode}: {logs}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
                     return

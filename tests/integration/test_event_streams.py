@@ -357,11 +357,10 @@ def test_subscription_lifecycle_and_routing_table(env: Env) -> None:
     route = next(r for r in env.routing().routes if r.subscription_sid == subscription.sid)
     assert route.sink.sid == sink.sid and route.types == {SUMMARY: 1, GATEWAY_EVENT: latest}
     assert asyncio.run(env.control.control_version(ACCOUNT_SID)) > version_before
-    # The delivery worker may fail a sink: its subscription then routes nothing until it is
-    # active again.
+    # A failed sink keeps routing: its queue keeps every event until it recovers (decision 0010).
     asyncio.run(env.control.set_sink_status(ACCOUNT_SID, sink.sid, "failed", time.time()))
     assert client.events.v1.sinks(sink.sid).fetch().status == "failed"
-    assert all(r.sink.sid != sink.sid for r in env.routing().routes)
+    assert any(r.sink.sid == sink.sid for r in env.routing().routes)
     asyncio.run(env.control.set_sink_status(ACCOUNT_SID, sink.sid, "active", time.time()))
     assert any(r.sink.sid == sink.sid for r in env.routing().routes)
 

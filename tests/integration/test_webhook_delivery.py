@@ -47,6 +47,10 @@ class Request:
     signature: str
     authorization: str | None
     content_type: str
+    method: str = "POST"
+    headers: dict[str, str] = field(default_factory=dict)
+    arrived: float = 0.0
+    """time.monotonic() when the request arrived."""
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -62,6 +66,8 @@ class Receiver:
     requests: list[Request] = field(default_factory=list)
     port: int = 0
     host: str = "127.0.0.1"
+    delay: float = 0.0
+    """Seconds each answer waits (a slow or, with a large value, a hanging receiver)."""
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -76,7 +82,12 @@ class Receiver:
             signature=request.headers.get("X-Twilio-Signature", ""),
             authorization=request.headers.get("Authorization"),
             content_type=request.headers.get("Content-Type", ""),
+            method=request.method,
+            headers=dict(request.headers),
+            arrived=time.monotonic(),
         )
+        if self.delay:
+            await asyncio.sleep(self.delay)
         status = self.respond(recorded)
         with self._lock:
             self.requests.append(recorded)
@@ -91,7 +102,7 @@ class Receiver:
             app.router.add_route("*", "/{tail:.*}", self._handle)
             self._runner = web.AppRunner(app)
             await self._runner.setup()
-            self.port = free_port()
+            self.port = self.port or free_port()
             await web.TCPSite(self._runner, self.host, self.port).start()
             ready.set()
 

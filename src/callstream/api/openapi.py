@@ -26,7 +26,10 @@ Document = dict[str, Any]
 # Fragments that are always there, and one that may not be (it is written separately and
 # the document must build with or without it).
 _FRAGMENTS: Final = ("callstream.api.openapi_core", "callstream.api.openapi_voice_insights")
-_OPTIONAL_FRAGMENTS: Final = ("callstream.api.openapi_event_streams",)
+_OPTIONAL_FRAGMENTS: Final = (
+    "callstream.api.openapi_event_streams",
+    "callstream.api.openapi_delivery",
+)
 
 _TAGS: Final = [
     {"name": "Ingest", "description": "Call telemetry in (docs/ingest.md)."},
@@ -36,6 +39,7 @@ _TAGS: Final = [
         "description": "insights.twilio.com/v1: summaries, events, metrics.",
     },
     {"name": "Live feed", "description": "callstream's own feed of insight events."},
+    {"name": "Delivery", "description": "callstream's per-sink delivery status and dead letters."},
     {"name": "Health", "description": "Liveness."},
 ]
 

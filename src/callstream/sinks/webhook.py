@@ -9,6 +9,19 @@ as a Basic ``Authorization`` header and are not part of the URL that is requeste
 a receiver never sees userinfo in the request it gets, so it can only validate a signature
 over the URL without it.
 
+Standard Webhooks (optional, per sink): with ``"standard_webhooks_secret": "whsec_..."`` in
+the sink's configuration a request also carries ``webhook-id`` (the event's CloudEvent id, or
+``batch_`` + a hash of the ids of a batch), ``webhook-timestamp`` and ``webhook-signature``
+made by the ``standardwebhooks`` package over the exact body, so
+``standardwebhooks.Webhook(secret).verify(body, headers)`` accepts it. X-Twilio-Signature
+is sent as always.
+
+GET sinks (``"method": "GET"``; docs/decisions/0012-delivery-get-sinks.md): one event per
+request, the CloudEvent's compact JSON base64url-encoded (no padding) in the ``event`` query
+parameter, no body and no ``bodySHA256``; X-Twilio-Signature signs the full URL as
+requested, which twilio-python's ``RequestValidator.validate(url, {}, signature)`` accepts.
+Standard Webhooks, if configured, signs the decoded event JSON.
+
 SSRF: unless private destinations are allowed, a destination is refused when it *resolves*
 to an address that is not globally routable (loopback, private, link-local such as the cloud
 metadata service, shared, reserved, multicast). The check runs in the connector's resolver,
@@ -20,16 +33,20 @@ checked before the request.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
 import socket
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
+import msgspec
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
+from standardwebhooks.webhooks import Webhook
 
 from callstream.cloudevents import CloudEvent, encode_batch
 from callstream.sinks.drivers import Outcome
@@ -37,6 +54,58 @@ from callstream.store.control import Sink
 
 DEFAULT_TIMEOUT = 5.0
 USER_AGENT = "callstream-event-streams/1"
+STANDARD_WEBHOOKS_KEY = "standard_webhooks_secret"
+"""The sink-configuration member holding a Standard Webhooks secret (``whsec_`` + base64)."""
+GET_PARAMETER = "event"
+"""The query parameter a GET sink's event travels in."""
+
+
+class _EventId(msgspec.Struct):
+    id: str
+
+
+_id_decoder = msgspec.json.Decoder(_EventId)
+
+
+def standard_webhooks_secret_error(value: object) -> str | None:
+    """Why ``value`` cannot be a Standard Webhooks secret; None when it can (the spec: 24 to
+    64 random bytes, base64, after a ``whsec_`` prefix)."""
+    if not isinstance(value, str) or not value.startswith("whsec_"):
+        return "must be a string starting with whsec_"
+    try:
+        key = base64.b64decode(value[len("whsec_") :], validate=True)
+    except (binascii.Error, ValueError):
+        return "must be whsec_ followed by base64"
+    if not 24 <= len(key) <= 64:
+        return f"must encode 24 to 64 bytes, not {len(key)}"
+    return None
+
+
+def webhook_id(events: Sequence[bytes]) -> str:
+    """The Standard Webhooks message id: the event's CloudEvent id, or for a batch a hash of
+    its ids (the same batch retried keeps it)."""
+    ids = [_id_decoder.decode(event).id for event in events]
+    if len(ids) == 1:
+        return ids[0]
+    return "batch_" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
+
+
+def standard_webhooks_headers(secret: str, message_id: str, payload: bytes) -> dict[str, str]:
+    now = datetime.now(UTC)
+    signature = Webhook(secret).sign(message_id, now, payload.decode("utf-8"))
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+    }
+
+
+def get_url(url: str, event: bytes) -> str:
+    """``url`` with the event base64url-encoded in the ``event`` query parameter."""
+    base = url.partition("#")[0]
+    separator = "&" if "?" in base else "?"
+    encoded = base64.urlsafe_b64encode(event).decode("ascii").rstrip("=")
+    return f"{base}{separator}{GET_PARAMETER}={encoded}"
 
 
 class ForbiddenDestination(OSError):
@@ -148,23 +217,73 @@ class WebhookClient:
             self._session = None
 
     async def send(self, sink: Sink, auth_token: str, events: Sequence[bytes]) -> Outcome:
-        """The ``SinkDriver`` entry point: one request with ``events`` as a JSON array."""
-        destination = str(sink.configuration.get("destination", ""))
-        return await self.post(destination, auth_token, b"[" + b",".join(events) + b"]")
+        """The ``SinkDriver`` entry point: one request with ``events`` as a JSON array (a GET
+        sink: one request per event, in its URL)."""
+        config = sink.configuration
+        destination = str(config.get("destination", ""))
+        secret = config.get(STANDARD_WEBHOOKS_KEY)
+        secret = secret if isinstance(secret, str) and secret else None
+        if str(config.get("method", "POST")).upper() == "GET":
+            return await self._get_each(destination, auth_token, events, secret)
+        body = b"[" + b",".join(events) + b"]"
+        extra = None
+        if secret is not None:
+            extra = standard_webhooks_headers(secret, webhook_id(events), body)
+        return await self.post(destination, auth_token, body, extra_headers=extra)
+
+    async def _get_each(
+        self, destination: str, auth_token: str, events: Sequence[bytes], secret: str | None
+    ) -> Outcome:
+        delivered: list[int] = []
+        for index, event in enumerate(events):
+            extra = None
+            if secret is not None:
+                extra = standard_webhooks_headers(secret, webhook_id([event]), event)
+            outcome = await self._request(
+                "GET", destination, auth_token, None, event=event, extra_headers=extra
+            )
+            if not outcome.ok:
+                return msgspec.structs.replace(outcome, delivered=tuple(delivered))
+            delivered.append(index)
+        return Outcome(ok=True, retry=False, status=200)
 
     async def post_events(
         self, destination: str, auth_token: str, events: list[CloudEvent]
     ) -> Outcome:
         return await self.post(destination, auth_token, encode_batch(events))
 
-    async def post(self, destination: str, auth_token: str, body: bytes) -> Outcome:
+    async def post(
+        self,
+        destination: str,
+        auth_token: str,
+        body: bytes,
+        *,
+        extra_headers: dict[str, str] | None = None,
+    ) -> Outcome:
         """POST ``body`` (a JSON array of CloudEvents) to the sink's ``destination``."""
+        return await self._request(
+            "POST", destination, auth_token, body, extra_headers=extra_headers
+        )
+
+    async def _request(
+        self,
+        method: str,
+        destination: str,
+        auth_token: str,
+        body: bytes | None,
+        *,
+        event: bytes = b"",
+        extra_headers: dict[str, str] | None = None,
+    ) -> Outcome:
         url, authorization = split_credentials(destination)
-        target = signed_url(url, body)
-        headers = {
-            "Content-Type": "application/json",
-            "X-Twilio-Signature": signature(auth_token, target),
-        }
+        headers: dict[str, str] = {}
+        if body is not None:
+            target = signed_url(url, body)
+            headers["Content-Type"] = "application/json"
+        else:
+            target = get_url(url, event)
+        headers["X-Twilio-Signature"] = signature(auth_token, target)
+        headers.update(extra_headers or {})
         if authorization is not None:
             headers["Authorization"] = authorization
         if not self._allow_private:
@@ -178,7 +297,8 @@ class WebhookClient:
                 if reason is not None:
                     return Outcome(ok=False, retry=False, error=f"forbidden destination: {reason}")
         try:
-            async with self._get_session().post(
+            async with self._get_session().request(
+                method,
                 yarl.URL(target, encoded=True),
                 data=body,
                 headers=headers,

@@ -48,6 +48,8 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     dead_at: float
     attempts: int
     reason: str
+    id: int = 0
+    """Increasing in the order items died; the position pages are read after."""
 
 
 class Attempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,6 +62,52 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True):
     status: int | None = None
     """The HTTP status, None when no response came back."""
     error: str | None = None
+    duration_ms: float = 0.0
+    """From sending the request to the end of its response (or its failure)."""
+
+
+class AttemptResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``record_attempt`` adds to the sink's statistics besides the log row."""
+
+    delivered: int
+    """Events of the request the sink acknowledged (all when ok, some for a partial success)."""
+    throttled_rate: float | None
+    """The sink's send-rate cap after this attempt (events/s), None when not throttled."""
+
+
+class Settlement(msgspec.Struct, frozen=True, kw_only=True):
+    """What becomes of a request's queue items, written with its attempt (``settle``)."""
+
+    now: float
+    ack: tuple[int, ...] = ()
+    """Delivered: removed."""
+    retry: tuple[int, ...] = ()
+    """To be tried again at ``due_at`` (``error`` noted on them)."""
+    due_at: float = 0.0
+    error: str = ""
+    dead: tuple[int, ...] = ()
+    """Given up on: moved to the dead letters with ``reason``."""
+    reason: str = ""
+
+
+class SinkStats(msgspec.Struct, frozen=True, kw_only=True):
+    """A sink's delivery counters and health, as stored (survives restarts)."""
+
+    sink_sid: str
+    delivered: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    pending: int = 0
+    """Events queued for the sink (claimed or not)."""
+    oldest_enqueued_at: float | None = None
+    """When the oldest queued event was queued; None when nothing is."""
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_success_at: float | None = None
+    throttled_rate: float | None = None
+    """The rate cap set at ``last_error_at``; the cap now is ``streams.throttle``'s to derive."""
 
 
 class QueuedSink(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,20 +145,71 @@ class DeliveryStore(Protocol):
         """Given up on: move them to the sink's dead letters."""
         ...
 
+    async def settle(
+        self, attempt: Attempt, keep: int, result: AttemptResult, settlement: Settlement
+    ) -> int:
+        """``record_attempt``, ``ack``, ``dead_letter`` and ``retry`` of one request's items,
+        in one transaction (one commit per request); return the sink's consecutive failed
+        attempts after it."""
+        ...
+
     async def bury(self, item: NewDelivery, reason: str, attempts: int, now: float) -> None:
         """Put an item that was never queued (a Sink Test event) among the dead letters."""
         ...
 
-    async def record_attempt(self, attempt: Attempt, keep: int) -> None:
-        """Log an attempt, keeping the sink's latest ``keep``."""
+    async def record_attempt(
+        self, attempt: Attempt, keep: int, result: AttemptResult | None = None
+    ) -> int:
+        """Log an attempt, keeping the sink's latest ``keep``, and count it in the sink's
+        statistics (``result``: delivered events and the throttle after it); return the
+        sink's consecutive failed attempts after it."""
         ...
 
     async def attempts(self, sink_sid: str, limit: int) -> list[Attempt]:
         """The sink's latest attempts, newest first."""
         ...
 
-    async def dead_letters(self, sink_sid: str, limit: int) -> list[DeadLetter]:
-        """The sink's dead letters, oldest first."""
+    async def dead_letters(
+        self,
+        sink_sid: str,
+        limit: int,
+        *,
+        after_id: int | None = None,
+        before_id: int | None = None,
+    ) -> list[DeadLetter]:
+        """The sink's dead letters, oldest first: the first ``limit`` after ``after_id``, or
+        the last ``limit`` before ``before_id`` (a previous page)."""
+        ...
+
+    async def replay_dead_letters(
+        self,
+        sink_sid: str,
+        now: float,
+        *,
+        event_id: str | None = None,
+        dead_from: float | None = None,
+        dead_until: float | None = None,
+    ) -> int:
+        """Move the sink's dead letters (one event, those that died in
+        [``dead_from``, ``dead_until``], or all) back into its queue, due now, with their
+        CloudEvent ids and a fresh retry window; return how many left the dead letters."""
+        ...
+
+    async def note_retried(self, sink_sid: str, events: int) -> None:
+        """Count retries scheduled outside the queue (Sink Test events)."""
+        ...
+
+    async def sink_stats(self, sink_sids: Sequence[str]) -> dict[str, SinkStats]:
+        """Counters, queue depth and health of these sinks (every sid gets an entry)."""
+        ...
+
+    async def all_sink_stats(self) -> list[SinkStats]:
+        """Every sink with statistics or queued events (operator metrics, all accounts)."""
+        ...
+
+    async def reset_failures(self, sink_sid: str, now: float) -> None:
+        """An operator re-enabled the sink: forget its consecutive failures and make its
+        queued events due now (they were waiting out a backoff)."""
         ...
 
     async def pending(self, sink_sid: str) -> int:

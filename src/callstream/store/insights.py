@@ -95,6 +95,24 @@ class SummaryFilter:
     started_before: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ActiveCall:
+    """A call that has reported telemetry but has no summary yet: it has not ended (or its
+    end has not been processed). Times are those of its first and latest insight events."""
+
+    call_sid: str
+    first_event_time: float
+    last_event_time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveCalls:
+    """How many calls are active, and the most recently active of them."""
+
+    total: int
+    calls: Sequence[ActiveCall]
+
+
 class InsightsStore(Protocol):
     """Read access to one account's calls; every method is scoped to ``account_sid``."""
 
@@ -133,3 +151,9 @@ class InsightsStore(Protocol):
     ) -> Rows[SummaryRow]:
         """The latest summary of each matching call, newest first by ``sort``."""
         ...
+
+    async def active_calls(self, account_sid: str, limit: int) -> ActiveCalls:
+        """The account's calls with insight events and no summary yet, the most recently
+        active first (at most ``limit`` of them), and how many there are in all."""
+        ...
+

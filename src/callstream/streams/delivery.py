@@ -15,35 +15,60 @@ outbox keeps the outbox what the API and its tests read: the sink's pending test
 
 Sinks are sent through the driver of their type (``sinks/drivers.py``); the queue of a sink
 type with no driver fills and waits.
-Tunables come from ``CALLSTREAM_DELIVERY_*`` environment variables (``DeliveryConfig``).
+
+Trouble (docs/decisions/0010-delivery-failed-sinks.md): a request that fails in a way that
+may pass (429, 5xx, timeout, no connection) throttles the sink (``streams/throttle.py``:
+100 events/s, x0.99 per further failure, ramping back after 5 quiet minutes), noted as 91302
+in the attempt log. After ``failure_threshold`` failed requests in a row the sink is marked
+``failed`` in the control store; it keeps its subscription, its queue keeps filling
+(nothing is lost) and it keeps being retried at its throttled rate; the first request that
+delivers anything, or an operator's Enable, makes it ``active`` again. Counters and health
+live in the delivery store, so they survive restarts (``DeliveryStore.sink_stats``).
+
+Tunables are settings (``config.Settings.delivery_*``, ``CALLSTREAM_DELIVERY_*``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 import structlog
 
 from callstream.cloudevents import to_cloudevent
-from callstream.config import parse_duration
+from callstream.config import Settings, SettingsError, load_settings
 from callstream.model.insights import TestEvent
 from callstream.sinks.drivers import Drivers, Outcome
 from callstream.sinks.webhook import WebhookClient
-from callstream.store.control import ControlStore, OutboxItem, Sink
-from callstream.store.delivery import Attempt, Delivery, DeliveryStore, NewDelivery
+from callstream.store.control import ControlError, ControlStore, OutboxItem, Sink
+from callstream.store.delivery import (
+    Attempt,
+    AttemptResult,
+    Delivery,
+    DeliveryStore,
+    NewDelivery,
+    Settlement,
+)
 from callstream.store.interfaces import AccountStore
+from callstream.streams.throttle import ThrottlePolicy, TokenBucket
 
 log = structlog.get_logger(__name__)
 
 _encoder = msgspec.json.Encoder()
 _test_decoder = msgspec.msgpack.Decoder(TestEvent)
+
+
+LatencyObserver = Callable[[str, Sequence[float]], None]
+"""Told the sink type and, per delivered event, seconds from enqueue to acknowledgement."""
+
+THROTTLED = "91302"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +77,8 @@ class DeliveryConfig:
     """Requests in flight per sink."""
     batch_size: int = 100
     """Events per request for ``batch_events`` sinks."""
+    batch_bytes: int = 1024 * 1024
+    """Bytes of events per request for ``batch_events`` sinks (one larger event goes alone)."""
     linger: float = 0.05
     """How long a batch may wait to fill."""
     timeout: float = 5.0
@@ -64,16 +91,94 @@ class DeliveryConfig:
     """Attempt-log rows kept per sink."""
     idle_exit: float = 10.0
     """A sink's task ends after this long with nothing to do (it restarts when work comes)."""
+    failure_threshold: int = 10
+    """Consecutive failed requests before the sink is marked ``failed``; 0 never marks it."""
+    throttle: ThrottlePolicy = dataclasses.field(default_factory=ThrottlePolicy)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryConfig:
+        """The ``delivery_*`` settings (and ``sink_failure_threshold``), checked."""
+        for name in ("concurrency", "batch_size", "batch_bytes", "attempts_kept"):
+            value = getattr(settings, f"delivery_{name}")
+            if value < 1:
+                raise SettingsError(f"DELIVERY_{name.upper()} must be at least 1, not {value}")
+        if settings.sink_failure_threshold < 0:
+            raise SettingsError("SINK_FAILURE_THRESHOLD must be 0 (never) or more")
+        if settings.delivery_throttle_rate <= 0:
+            raise SettingsError("DELIVERY_THROTTLE_RATE must be more than 0 events/s")
+        if settings.delivery_timeout <= 0:
+            raise SettingsError("DELIVERY_TIMEOUT must be more than 0 seconds")
+        return cls(
+            concurrency=settings.delivery_concurrency,
+            batch_size=settings.delivery_batch_size,
+            batch_bytes=settings.delivery_batch_bytes,
+            linger=settings.delivery_linger,
+            timeout=settings.delivery_timeout,
+            retry_base=settings.delivery_retry_base,
+            retry_cap=settings.delivery_retry_cap,
+            retry_window=settings.delivery_retry_window,
+            lease=settings.delivery_lease,
+            attempts_kept=settings.delivery_attempts_kept,
+            idle_exit=settings.delivery_idle_exit,
+            failure_threshold=settings.sink_failure_threshold,
+            throttle=ThrottlePolicy(
+                rate=settings.delivery_throttle_rate,
+                floor=min(1.0, settings.delivery_throttle_rate),
+                recovery=settings.delivery_throttle_recovery,
+            ),
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> DeliveryConfig:
-        """Overrides from ``CALLSTREAM_DELIVERY_<FIELD>`` (durations accept ``30s``, ``4h``)."""
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(f"CALLSTREAM_DELIVERY_{f.name.upper()}")
-            if raw:
-                values[f.name] = int(raw) if f.type == "int" else parse_duration(raw)
-        return cls(**values)
+        """From ``CALLSTREAM_*`` variables alone (durations accept ``30s``, ``4h``)."""
+        return cls.from_settings(load_settings(env=env))
+
+
+def batches(items: Sequence[Delivery], count: int, size: int) -> list[list[Delivery]]:
+    """``items`` in order, cut into requests of at most ``count`` events and ``size`` bytes of
+    JSON array (an event larger than ``size`` by itself still goes, alone)."""
+    out: list[list[Delivery]] = []
+    current: list[Delivery] = []
+    used = 2  # the brackets
+    for item in items:
+        grows = len(item.body) + (1 if current else 0)
+        if current and (len(current) >= count or used + grows > size):
+            out.append(current)
+            current, used, grows = [], 2, len(item.body)
+        current.append(item)
+        used += grows
+    if current:
+        out.append(current)
+    return out
+
+
+KINESIS_RECORDS = 500
+"""PutRecords takes at most 500 records (and 5 MiB) per call."""
+KINESIS_BYTES = 5 * 2**20
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestShape:
+    """How many events one request to a sink carries, and how many requests may be in flight."""
+
+    events: int
+    bytes: int
+    concurrency: int
+
+
+def request_shape(sink: Sink, config: DeliveryConfig) -> RequestShape:
+    """Webhooks batch when ``batch_events`` is set (never GET webhooks: one event per URL,
+    sinks/webhook.py). Kinesis sends whole PutRecords batches one at a time, so that the events
+    of a call keep their order on its shard. Segment batches like a batching webhook (the
+    driver splits a request to Segment's own limits)."""
+    if sink.sink_type == "kinesis":
+        return RequestShape(KINESIS_RECORDS, KINESIS_BYTES, 1)
+    batching = sink.sink_type == "segment" or (
+        sink.configuration.get("batch_events") is True
+        and str(sink.configuration.get("method", "POST")).upper() != "GET"
+    )
+    per = config.batch_size if batching else 1
+    return RequestShape(per, config.batch_bytes, config.concurrency)
 
 
 def backoff(attempts: int, config: DeliveryConfig, rng: random.Random) -> float:
@@ -105,14 +210,25 @@ class SinkWorker:
         self._loaded_at = -1.0
         self._in_flight: set[asyncio.Task[None]] = set()
         self._outbox: dict[int, _OutboxState] = {}
+        # The throttle as stored: the cap set at the last failure, and its time.
+        self._capped_at: float | None = None
+        self._failed_at: float | None = None
+        self._bucket = TokenBucket()
+        self._token_wait = 0.0
+        self._claimed: list[tuple[float, Delivery]] = []
+        """Items claimed ahead of need, with when they were claimed."""
 
     async def _load(self) -> Sink | None:
         now = time.monotonic()
         if now - self._loaded_at >= 1.0:
+            first = self._loaded_at < 0
             self._sink = await self._s.control.get_sink(self.account_sid, self.sink_sid)
             account = await self._s.accounts.get_account(self.account_sid)
             self._token = account.auth_token if account is not None else ""
             self._loaded_at = now
+            if first:  # a restart keeps the sink throttled where it was
+                stats = (await self._s.queue.sink_stats([self.sink_sid]))[self.sink_sid]
+                self._capped_at, self._failed_at = stats.throttled_rate, stats.last_error_at
         return self._sink
 
     async def run(self) -> None:
@@ -128,7 +244,8 @@ class SinkWorker:
             await self._start_outbox(sink)
             if self._in_flight or started:
                 idle_since = time.monotonic()
-            next_due = await self._s.queue.next_due(self.sink_sid)
+            # Items claimed ahead are due now (the queue sees them as claimed).
+            next_due = time.time() if self._claimed else await self._s.queue.next_due(self.sink_sid)
             outbox_due = [s.due_at for s in self._outbox.values() if not s.in_flight]
             dues = [d for d in (next_due, min(outbox_due, default=None)) if d is not None]
             if dues or self._outbox:
@@ -137,7 +254,9 @@ class SinkWorker:
                 break
             timeout = 1.0
             if dues:
-                timeout = max(0.005, min(timeout, min(dues) - time.time()))
+                # Due work waits for the throttle's next token, not for the clock alone.
+                soonest = max(min(dues) - time.time(), self._token_wait)
+                timeout = max(0.005, min(timeout, soonest))
             await self._wait(mark, outbox_mark, timeout)
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
@@ -156,45 +275,104 @@ class SinkWorker:
             for waiter in waiters:
                 waiter.cancel()
 
+    def _allowance(self, per: int) -> int:
+        """Events the throttle lets this sink send now (a large number when unthrottled).
+        A throttled sink waits until a whole request's worth (``per``, at most a second's)
+        has accrued, so a batch sink sends full batches at its capped rate rather than
+        one-event requests."""
+        rate = self._s.config.throttle.current(self._capped_at, self._failed_at, time.time())
+        available = self._bucket.available(rate)
+        if rate is None or math.isinf(available):
+            self._token_wait = 0.0
+            return 1 << 30
+        target = min(float(per), max(1.0, rate))
+        self._token_wait = self._bucket.wait_for(target)
+        return int(available) if available >= target else 0
+
     async def _start_requests(self, sink: Sink) -> bool:
         config = self._s.config
-        free = config.concurrency - len(self._in_flight)
+        shape = request_shape(sink, config)
+        free = shape.concurrency - len(self._in_flight)
         if free <= 0:
             return False
-        per = config.batch_size if sink.configuration.get("batch_events") is True else 1
-        want = free * per
-        items = await self._s.queue.claim(self.sink_sid, time.time(), want, config.lease)
+        per = shape.events
+        want = min(free * per, self._allowance(per))
+        if want <= 0:
+            return False
+        items = await self._take(want, shape.concurrency * per * 2)
         if not items:
             return False
-        if per > 1 and len(items) % per and config.linger > 0:
+        if per > 1 and len(items) % per and len(items) < want and config.linger > 0:
             await asyncio.sleep(config.linger)  # let a batch fill, at most ``linger``
-            items += await self._s.queue.claim(
-                self.sink_sid, time.time(), want - len(items), config.lease
-            )
-        for start in range(0, len(items), per):
-            self._spawn(self._send_queued(sink, items[start : start + per]))
+            items += await self._take(want - len(items), 0)
+        self._bucket.spend(len(items))
+        for batch in batches(items, per, shape.bytes):
+            self._spawn(self._send_queued(sink, batch))
         return True
+
+    async def _take(self, want: int, ahead: int) -> list[Delivery]:
+        """Up to ``want`` due items, oldest first. A claim is a write, so up to ``ahead``
+        items are claimed at once and kept for the next requests (for at most half their
+        lease; older ones are left to be claimed again once it ends)."""
+        config = self._s.config
+        now = time.time()
+        fresh = now - config.lease / 2
+        self._claimed = [(at, item) for at, item in self._claimed if at > fresh]
+        if len(self._claimed) < want:
+            more = max(want, ahead) - len(self._claimed)
+            claimed = await self._s.queue.claim(self.sink_sid, now, more, config.lease)
+            self._claimed += [(now, item) for item in claimed]
+        taken, self._claimed = self._claimed[:want], self._claimed[want:]
+        return [item for _, item in taken]
 
     def _spawn(self, job: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(job)
         self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+        task.add_done_callback(self._done)
 
-    async def _post(self, sink: Sink, bodies: Sequence[bytes]) -> Outcome:
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Its items stay claimed until their lease ends, then are sent again.
+            log.error("delivery task failed", sink_sid=self.sink_sid, exc_info=task.exception())
+
+    async def _send(
+        self, sink: Sink, bodies: Sequence[bytes]
+    ) -> tuple[Outcome, Attempt, AttemptResult]:
+        """One request through the sink's driver; the throttle follows its outcome. The
+        caller stores the attempt (with what becomes of the items, in one transaction)."""
+        started = time.perf_counter()
         try:
             outcome = await self._s.drivers[sink.sink_type].send(sink, self._token, bodies)
         except Exception as exc:  # a driver bug must not kill the sink's task
             log.exception("sink request failed", sink_sid=self.sink_sid)
             outcome = Outcome(ok=False, retry=True, error=f"internal error (91304): {exc!r}")
+        duration_ms = (time.perf_counter() - started) * 1000
+        now = time.time()
+        error = outcome.error
+        throttled = not outcome.ok and outcome.retry
+        if throttled:
+            policy = self._s.config.throttle
+            self._capped_at = policy.after_failure(self._capped_at, self._failed_at, now)
+            self._failed_at = now
+            # Twilio's warning for a throttled sink, kept where operators look: the attempt log.
+            error = f"{error or 'failed'}; delivery throttled to {self._capped_at:.4g} events/s "
+            error += f"({THROTTLED})"
+            log.warning(
+                "delivery throttled",
+                sink_sid=self.sink_sid,
+                code=int(THROTTLED),
+                rate=round(self._capped_at, 3),
+            )
         attempt = Attempt(
             sink_sid=self.sink_sid,
-            time=time.time(),
+            time=now,
             events=len(bodies),
             ok=outcome.ok,
             status=outcome.status,
-            error=outcome.error,
+            error=error,
+            duration_ms=round(duration_ms, 3),
         )
-        await self._s.queue.record_attempt(attempt, self._s.config.attempts_kept)
         if not outcome.ok:
             log.info(
                 "delivery failed",
@@ -204,30 +382,79 @@ class SinkWorker:
                 error=outcome.error,
                 retry=outcome.retry,
             )
+        delivered = len(bodies) if outcome.ok else len(outcome.delivered)
+        return outcome, attempt, AttemptResult(delivered=delivered, throttled_rate=self._capped_at)
+
+    async def _post(self, sink: Sink, bodies: Sequence[bytes]) -> Outcome:
+        """A request whose items are not in the queue (the outbox's test events)."""
+        outcome, attempt, result = await self._send(sink, bodies)
+        failures = await self._s.queue.record_attempt(attempt, self._s.config.attempts_kept, result)
+        await self._update_status(sink, failures, succeeded=result.delivered > 0)
         return outcome
 
+    async def _update_status(self, sink: Sink, failures: int, *, succeeded: bool) -> None:
+        """Mark the sink failed after the threshold of failures in a row; active again on
+        the first success."""
+        current = self._sink or sink
+        threshold = self._s.config.failure_threshold
+        target: str | None = None
+        if succeeded and current.status == "failed":
+            target = "active"
+        elif not succeeded and current.status == "active" and 0 < threshold <= failures:
+            target = "failed"
+        if target is None:
+            return
+        try:
+            self._sink = await self._s.control.set_sink_status(
+                self.account_sid,
+                self.sink_sid,
+                "active" if target == "active" else "failed",
+                time.time(),
+            )
+        except ControlError:  # deleted meanwhile
+            return
+        log.warning(
+            "sink status changed",
+            sink_sid=self.sink_sid,
+            status=target,
+            consecutive_failures=failures,
+        )
+
     async def _send_queued(self, sink: Sink, items: list[Delivery]) -> None:
-        queue = self._s.queue
-        outcome = await self._post(sink, [i.body for i in items])
+        outcome, attempt, result = await self._send(sink, [i.body for i in items])
         now = time.time()
-        ids = [i.id for i in items]
-        if outcome.ok:
-            await queue.ack(ids)
-            return
-        if outcome.delivered:
-            await queue.ack([ids[i] for i in outcome.delivered])
+        delivered = list(items) if outcome.ok else []
+        if not outcome.ok and outcome.delivered:
             done = set(outcome.delivered)
+            delivered = [items[i] for i in sorted(done)]
             items = [item for i, item in enumerate(items) if i not in done]
-            ids = [i.id for i in items]
-        error = outcome.error or "failed"
-        if not outcome.retry:
-            await queue.dead_letter(ids, error, now)
-            return
-        config = self._s.config
-        delay = backoff(max(i.attempts for i in items), config, self._s.rng)
-        expired = [i.id for i in items if now + delay - i.enqueued_at > config.retry_window]
-        await queue.dead_letter(expired, f"gave up after the retry window: {error}", now)
-        await queue.retry([i for i in ids if i not in expired], now + delay, error)
+        settlement = Settlement(now=now, ack=tuple(i.id for i in delivered))
+        if not outcome.ok:
+            error = outcome.error or "failed"
+            config = self._s.config
+            if not outcome.retry:
+                dead = tuple(i.id for i in items)
+                settlement = msgspec.structs.replace(settlement, dead=dead, reason=error)
+            else:
+                delay = backoff(max(i.attempts for i in items), config, self._s.rng)
+                expired = {i.id for i in items if now + delay - i.enqueued_at > config.retry_window}
+                settlement = msgspec.structs.replace(
+                    settlement,
+                    dead=tuple(sorted(expired)),
+                    reason=f"gave up after the retry window: {error}",
+                    retry=tuple(i.id for i in items if i.id not in expired),
+                    due_at=now + delay,
+                    error=error,
+                )
+        failures = await self._s.queue.settle(
+            attempt, self._s.config.attempts_kept, result, settlement
+        )
+        await self._update_status(sink, failures, succeeded=result.delivered > 0)
+        self._observe(sink, delivered, time.time())
+
+    def _observe(self, sink: Sink, items: Sequence[Delivery], now: float) -> None:
+        if self._s.latency is not None and items:
+            self._s.latency(sink.sink_type, [now - i.enqueued_at for i in items])
 
     async def _start_outbox(self, sink: Sink) -> None:
         items = await self._s.control.read_outbox(0, 100, sink_sid=self.sink_sid)
@@ -275,6 +502,7 @@ class SinkWorker:
                 await self._s.control.remove_outbox([state.item.id])
                 self._outbox.pop(state.item.id, None)
             else:
+                await self._s.queue.note_retried(self.sink_sid, 1)
                 state.attempts += 1
                 state.due_at = now + delay
         finally:
@@ -295,6 +523,7 @@ class DeliveryService:
         schema_base_url: str,
         config: DeliveryConfig | None = None,
         drivers: Drivers | None = None,
+        latency: LatencyObserver | None = None,
     ) -> None:
         self.queue = queue
         self.control = control
@@ -304,6 +533,7 @@ class DeliveryService:
         self.drivers: Drivers = drivers or {
             "webhook": WebhookClient(allow_private=allow_private, timeout=self.config.timeout)
         }
+        self.latency = latency
         self.rng = random.Random()
         self.stopping = asyncio.Event()
         self.workers: dict[str, asyncio.Task[None]] = {}

@@ -434,7 +434,9 @@ class SqliteControlStore:
                 "FROM subscriptions s "
                 "JOIN sinks k ON k.sid = s.sink_sid "
                 "JOIN subscribed_types t ON t.subscription_sid = s.sid "
-                "WHERE s.account_sid = ? AND k.status = 'active' "
+                # A failed (or re-tested) sink keeps receiving events: its queue keeps them
+                # until it recovers (docs/decisions/0010-delivery-failed-sinks.md).
+                "WHERE s.account_sid = ? AND k.status IN ('active', 'failed', 'validating') "
                 "ORDER BY s.date_created, s.sid, t.type",
                 (account_sid,),
             ).fetchall()

@@ -20,6 +20,8 @@ import msgspec
 from callstream.model.catalogue import catalogue
 from callstream.model.insights import CallEvent, CallMetric, CallSummary
 from callstream.store.insights import (
+    ActiveCall,
+    ActiveCalls,
     EventKey,
     EventRow,
     Rows,
@@ -256,6 +258,36 @@ class SqliteInsightsStore:
             return query.read(conn, select, conditions, params, window, row)
 
         return await self._db.read(job)
+
+    async def active_calls(self, account_sid: str, limit: int) -> ActiveCalls:
+        return await self._db.read(lambda conn: _active_calls(conn, account_sid, limit))
+
+
+# A call is active while the engine holds its state (table ``calls``, one row per call, so
+# this scans calls rather than events) and no summary has been indexed for it. Its first and
+# latest events are found by offset through ``events_by_call``: two index probes per call.
+_ACTIVE_CALLS: Final = """
+    SELECT c.call_sid,
+           (SELECT min(e.offset) FROM events e
+             WHERE e.account_sid = c.account_sid AND e.call_sid = c.call_sid) AS first,
+           (SELECT max(e.offset) FROM events e
+             WHERE e.account_sid = c.account_sid AND e.call_sid = c.call_sid) AS last
+      FROM calls c
+     WHERE c.account_sid = ?
+       AND NOT EXISTS (SELECT 1 FROM call_summaries s
+                        WHERE s.account_sid = c.account_sid AND s.call_sid = c.call_sid)
+"""
+
+
+def _active_calls(conn: sqlite3.Connection, account_sid: str, limit: int) -> ActiveCalls:
+    rows = conn.execute(
+        f"SELECT a.call_sid, f.time, l.time FROM ({_ACTIVE_CALLS}) a "
+        "JOIN events f ON f.offset = a.first JOIN events l ON l.offset = a.last "
+        "ORDER BY a.last DESC",
+        (account_sid,),
+    ).fetchall()
+    calls = [ActiveCall(str(sid), float(first), float(last)) for sid, first, last in rows[:limit]]
+    return ActiveCalls(total=len(rows), calls=calls)
 
 
 def _summary_conditions(account_sid: str, f: SummaryFilter) -> tuple[list[str], list[Any]]:
