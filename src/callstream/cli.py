@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from callstream.accounts import AccountError, create_account
+from callstream.cli_db import db_app
 from callstream.cli_streams import dlq_app, sinks_app, subscriptions_app
 from callstream.config import Settings, SettingsError, load_settings
 from callstream.predictor_cli import predictor_app
@@ -31,6 +32,7 @@ app.add_typer(predictor_app, name="predictor")
 app.add_typer(sinks_app, name="sinks")
 app.add_typer(subscriptions_app, name="subscriptions")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(db_app, name="db")
 
 err = Console(stderr=True)
 

@@ -157,3 +157,18 @@ class InsightsStore(Protocol):
         active first (at most ``limit`` of them), and how many there are in all."""
         ...
 
+
+class InsightsIndex(Protocol):
+    """Keeps an ``InsightsStore`` current where the events log cannot be queried itself.
+
+    The distributed backend's indexer consumer of the events log (JetStream) calls ``index``
+    with each batch it reads. The embedded backend does not need it: its store reads the
+    events table, and the engine's commit indexes summaries in the same transaction.
+    """
+
+    async def index(self, events: Sequence[OutputEvent]) -> None:
+        """Store what the read API needs of ``events``, idempotently: an event already
+        indexed (same account, call, type and identity, as the events log identifies it) is
+        stored once, and a call's summary is replaced only by one with a higher processing
+        version, whatever order summaries arrive in."""
+        ...
