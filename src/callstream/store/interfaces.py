@@ -180,3 +180,58 @@ class EventLog(Protocol):
     async def wait(self, after: int, timeout: float) -> None:
         """Return once events past ``after`` may exist, or after ``timeout``."""
         ...
+
+
+class Lease(msgspec.Struct, frozen=True):
+    """A worker's hold on a partition until ``expires_at`` (Unix time).
+
+    ``token`` is the fencing token: it grows with every acquisition and renewal
+    (in the NATS backend, the KV revision of the lease entry), and a write that
+    presents an older one is refused.
+    """
+
+    partition: int
+    owner: str
+    token: int
+    expires_at: float
+
+
+class LeaseLost(Exception):
+    """A write was fenced off: this worker no longer owns the partition."""
+
+
+class PartitionLeases(Protocol):
+    """Which worker owns which partition, when workers run on several machines.
+
+    Each partition has at most one owner at a time; a worker that stops renewing
+    loses its partitions when their leases expire, and ``rebalance`` makes every
+    live worker hold about ``ceil(partitions / live workers)``.
+    """
+
+    owner: str
+
+    async def acquire(self, partition: int) -> Lease | None:
+        """The lease if the partition was free, expired, or already ours; else None."""
+        ...
+
+    async def renew(self, lease: Lease) -> Lease | None:
+        """The lease extended (with a new token), or None when it was lost."""
+        ...
+
+    async def release(self, lease: Lease) -> None: ...
+
+    async def owners(self) -> dict[int, Lease]:
+        """The current, unexpired lease of each owned partition, as stored."""
+        ...
+
+    async def check(self, partition: int) -> None:
+        """Raise LeaseLost unless this worker's lease on the partition is the stored one."""
+        ...
+
+    async def rebalance(self) -> dict[int, Lease]:
+        """Heartbeat, renew, give up or take partitions toward a fair share; the leases held."""
+        ...
+
+    def held(self) -> dict[int, Lease]:
+        """The leases this worker holds now (by its own clock, with a safety margin)."""
+        ...
