@@ -2,7 +2,8 @@
 
 Each API describes itself in a fragment module exposing ``FRAGMENT = {"paths": ...,
 "components": ...}``: ``openapi_core`` (ingest, live feed, health, shared pieces),
-``openapi_voice_insights`` and ``openapi_event_streams``. The fragments are merged here;
+``openapi_voice_insights``, ``openapi_console`` (the web console's data endpoints),
+``openapi_event_streams`` and ``openapi_delivery``. The fragments are merged here;
 two fragments may define the same component only identically (the shared security scheme),
 so a name clash between APIs fails at start-up rather than describing one API wrongly.
 """
@@ -25,7 +26,11 @@ Document = dict[str, Any]
 
 # Fragments that are always there, and one that may not be (it is written separately and
 # the document must build with or without it).
-_FRAGMENTS: Final = ("callstream.api.openapi_core", "callstream.api.openapi_voice_insights")
+_FRAGMENTS: Final = (
+    "callstream.api.openapi_core",
+    "callstream.api.openapi_voice_insights",
+    "callstream.api.openapi_console",
+)
 _OPTIONAL_FRAGMENTS: Final = (
     "callstream.api.openapi_event_streams",
     "callstream.api.openapi_delivery",
@@ -40,6 +45,7 @@ _TAGS: Final = [
     },
     {"name": "Live feed", "description": "callstream's own feed of insight events."},
     {"name": "Delivery", "description": "callstream's per-sink delivery status and dead letters."},
+    {"name": "Console", "description": "What the web console reads besides the APIs above."},
     {"name": "Health", "description": "Liveness."},
 ]
 

@@ -72,7 +72,8 @@ class ConsoleData:
     async def active_calls(self, request: Request) -> Response:
         account = await require_account(request, self._accounts)
         raw = request.query_params.get("PageSize") or "50"
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_ACTIVE:
+        # isdigit() alone admits digits such as "²" that int() refuses (a 500).
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_ACTIVE:
             raise ApiError(
                 400, INVALID_PARAMETER, f"PageSize must be an integer from 1 to {MAX_ACTIVE}"
             )

@@ -13,6 +13,10 @@ every event of the account in the batch, whatever the ``Type``/``CallSid`` filte
 ``events`` holds the filtered CloudEvents unless ``Events=false`` asks for counts only (what
 the overview needs, without decoding a single body). A comment line is written every
 ``KEEPALIVE`` seconds of silence so proxies keep the connection and a gone client is noticed.
+
+The stream has no end of its own. ``Timeout=N`` asks the server to end the response once
+``N`` seconds have passed (after the message being written): a script or a test can read a
+bounded slice, and ``Timeout=0`` sends what one read finds past ``After`` and ends.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from callstream.store.interfaces import AccountStore, EventLog
 INVALID_PARAMETER: Final = 20001
 BATCH: Final = 1000
 KEEPALIVE: Final = 15.0
+MAX_TIMEOUT: Final = 86400
+"""The largest ``Timeout`` (a day); without one the stream is unbounded."""
 PACE: Final = 0.25
 """Least time between two messages: a busy log is sent in batches of up to ``PACE`` seconds
 of events, so a browser gets a few messages a second rather than one per commit."""
@@ -62,6 +68,17 @@ def _after(request: Request) -> int | None:
     return value
 
 
+def _timeout(request: Request) -> int | None:
+    raw = request.query_params.get("Timeout")
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_TIMEOUT:
+        raise ApiError(
+            400, INVALID_PARAMETER, f"Timeout must be an integer from 0 to {MAX_TIMEOUT}"
+        )
+    return int(raw)
+
+
 def _flag(request: Request, name: str, default: bool) -> bool:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
@@ -78,7 +95,7 @@ class EventStreamRoute:
         self._schema_base_url = schema_base_url
         self._waits: set[asyncio.Task[None]] = set()
 
-    async def _wait(self, after: int) -> None:
+    async def _wait(self, after: int, timeout: float) -> None:
         """``events.wait``, shielded from this response's cancellation.
 
         When the client goes, Starlette cancels the response through an anyio cancel scope,
@@ -86,9 +103,10 @@ class EventStreamRoute:
         wait (an asyncio.Condition under wait_for), a second cancellation can leave the
         condition's lock taken for good, and every other waiter on the log (the router, the
         engine's commits) would hang on it. So the wait runs as its own task, which always
-        finishes by itself within KEEPALIVE; the set keeps it referenced until then.
+        finishes by itself within ``timeout`` (at most KEEPALIVE); the set keeps it referenced
+        until then.
         """
-        task = asyncio.ensure_future(self._events.wait(after, KEEPALIVE))
+        task = asyncio.ensure_future(self._events.wait(after, timeout))
         self._waits.add(task)
         task.add_done_callback(self._waits.discard)
         await asyncio.shield(task)
@@ -97,13 +115,14 @@ class EventStreamRoute:
         account = await require_account(request, self._accounts)
         after = _after(request)
         with_events = _flag(request, "Events", True)
+        timeout = _timeout(request)
         types = frozenset(request.query_params.getlist("Type"))
         unknown = types - {t.type for t in catalogue().types}
         if unknown:
             raise ApiError(400, 91104, f"Unknown event type: {sorted(unknown)[0]}")
         call_sid = request.query_params.get("CallSid") or None
         start = after if after is not None else await self._events.last_offset()
-        body = self._messages(account.sid, start, with_events, types, call_sid)
+        body = self._messages(account.sid, start, with_events, types, call_sid, timeout)
         return StreamingResponse(
             body,
             media_type="text/event-stream",
@@ -117,10 +136,18 @@ class EventStreamRoute:
         with_events: bool,
         types: frozenset[str],
         call_sid: str | None,
+        timeout: int | None,
     ) -> AsyncIterator[bytes]:
         # The first bytes go out at once, so the client knows the stream is open.
         yield f"retry: 2000\nid: {after}\n: connected\n\n".encode()
         loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+
+        def left() -> float:
+            """Seconds until the client's Timeout; KEEPALIVE stands in for "no end"."""
+            return KEEPALIVE if deadline is None else min(KEEPALIVE, deadline - loop.time())
+
+        # The end is checked after each read, not before, so Timeout=0 still gets one read.
         while True:
             # The log's end before reading: when the read finds fewer than BATCH events of
             # this account, none of its events lie at or below `end` unread, so the cursor
@@ -140,12 +167,16 @@ class EventStreamRoute:
                 after = max(last, end) if len(batch) < BATCH else last
                 message = StreamMessage(next_after=after, counts=dict(counts), events=selected)
                 yield b"event: events\nid: %d\ndata: %s\n\n" % (after, _encoder.encode(message))
+                if left() <= 0:
+                    return
                 if len(batch) == BATCH:
                     continue  # behind: catch up without pausing
-                await asyncio.sleep(PACE)
+                await asyncio.sleep(min(PACE, left()))
                 continue
             after = max(after, end)
+            if left() <= 0:
+                return
             waited_from = loop.time()
-            await self._wait(after)
+            await self._wait(after, left())
             if loop.time() - waited_from >= KEEPALIVE:
                 yield b": keepalive\n\n"

@@ -130,27 +130,16 @@ class DeliveryStore(Protocol):
 
     async def claim(self, sink_sid: str, now: float, limit: int, lease: float) -> list[Delivery]:
         """Up to ``limit`` items of the sink that are due, oldest first, hidden from further
-        claims for ``lease`` seconds (the worker acks, retries or dead-letters them before)."""
-        ...
-
-    async def ack(self, ids: Sequence[int]) -> None:
-        """Delivered: remove them."""
-        ...
-
-    async def retry(self, ids: Sequence[int], due_at: float, error: str) -> None:
-        """Failed, to be tried again at ``due_at``: count the attempt, release the claim."""
-        ...
-
-    async def dead_letter(self, ids: Sequence[int], reason: str, now: float) -> None:
-        """Given up on: move them to the sink's dead letters."""
+        claims for ``lease`` seconds (the worker settles them before)."""
         ...
 
     async def settle(
         self, attempt: Attempt, keep: int, result: AttemptResult, settlement: Settlement
     ) -> int:
-        """``record_attempt``, ``ack``, ``dead_letter`` and ``retry`` of one request's items,
-        in one transaction (one commit per request); return the sink's consecutive failed
-        attempts after it."""
+        """``record_attempt`` of one request, and the fate of its items (removed as delivered,
+        moved to the dead letters, or released for a retry with the attempt counted), in one
+        transaction (one commit per request); return the sink's consecutive failed attempts
+        after it."""
         ...
 
     async def bury(self, item: NewDelivery, reason: str, attempts: int, now: float) -> None:

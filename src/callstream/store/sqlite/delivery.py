@@ -228,18 +228,6 @@ class SqliteDeliveryStore:
     # Jobs return None or plain values, never a cursor: a cursor finalised on the event
     # loop's thread while the writer thread uses the connection is "API misuse" to SQLite.
 
-    async def ack(self, ids: Sequence[int]) -> None:
-        if ids:
-            await self._db.write(lambda conn: _ack(conn, ids))
-
-    async def retry(self, ids: Sequence[int], due_at: float, error: str) -> None:
-        if ids:
-            await self._db.write(lambda conn: _retry(conn, ids, due_at, error))
-
-    async def dead_letter(self, ids: Sequence[int], reason: str, now: float) -> None:
-        if ids:
-            await self._db.write(lambda conn: _bury_items(conn, ids, reason, now))
-
     async def settle(
         self, attempt: Attempt, keep: int, result: AttemptResult, settlement: Settlement
     ) -> int:
