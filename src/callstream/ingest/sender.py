@@ -55,26 +55,33 @@ async def send_arrivals(
         sent += len(batch)
         batch = []
 
-    for offset, record in arrivals:
-        if stopping is not None and stopping.is_set():
-            break
-        if realtime:
-            wait = offset - (time.monotonic() - began)
-            # Hold a partial batch for at most `linger` so real-time traffic stays timely.
-            if batch and (wait > linger or time.monotonic() - batch_due > linger):
+    try:
+        for offset, record in arrivals:
+            if stopping is not None and stopping.is_set():
+                break
+            if realtime:
+                wait = offset - (time.monotonic() - began)
+                # Hold a partial batch for at most `linger` so real-time traffic stays timely.
+                if batch and (wait > linger or time.monotonic() - batch_due > linger):
+                    await flush()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            if not batch:
+                batch_due = time.monotonic()
+            batch.append(record)
+            if len(batch) >= batch_size:
                 await flush()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        if not batch:
-            batch_due = time.monotonic()
-        batch.append(record)
-        if len(batch) >= batch_size:
-            await flush()
-        # Surface a failed request now rather than after the whole run.
-        for task in [t for t in in_flight if t.done()]:
-            in_flight.discard(task)
-            task.result()
-    await flush()
-    if in_flight:
-        await asyncio.gather(*in_flight)
-    return sent
+            # Surface a failed request now rather than after the whole run.
+            for task in [t for t in in_flight if t.done()]:
+                in_flight.discard(task)
+                task.result()
+        await flush()
+        if in_flight:
+            await asyncio.gather(*in_flight)
+        return sent
+    finally:
+        # Cancelled or failed part-way: end the requests still in flight here, so none of
+        # them outlives the client it posts with.
+        for task in in_flight:
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
