@@ -29,7 +29,8 @@ class NewDelivery(msgspec.Struct, frozen=True, kw_only=True):
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     id: int
-    """Increasing in enqueue order; claims return items in this order."""
+    """Increasing in enqueue order; among items due at the same time, claims return them in
+    this order."""
     account_sid: str
     sink_sid: str
     event_id: str
@@ -129,7 +130,8 @@ class DeliveryStore(Protocol):
         ...
 
     async def claim(self, sink_sid: str, now: float, limit: int, lease: float) -> list[Delivery]:
-        """Up to ``limit`` items of the sink that are due, oldest first, hidden from further
+        """Up to ``limit`` items of the sink that are due, earliest due first (a retried
+        item is due at its retry time; items due at once come in enqueue order), hidden from further
         claims for ``lease`` seconds (the worker settles them before)."""
         ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import time
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -203,7 +204,9 @@ class SqliteDeliveryStore:
             rows = conn.execute(
                 "SELECT id, account_sid, sink_sid, event_id, body, enqueued_at, attempts "
                 "FROM delivery_queue WHERE sink_sid = ? AND due_at <= ? AND claimed_until <= ? "
-                "ORDER BY id LIMIT ?",
+                # The order of index delivery_queue_due: the walk stops after ``limit`` rows
+                # instead of sorting every due row of a deep queue.
+                "ORDER BY due_at, id LIMIT ?",
                 (sink_sid, now, now, limit),
             ).fetchall()
             conn.executemany(
@@ -452,8 +455,10 @@ class SqliteDeliveryStore:
 
     async def queued_sinks(self) -> list[QueuedSink]:
         def job(conn: sqlite3.Connection) -> list[QueuedSink]:
+            # One index probe per sink rather than a scan of every queued item.
             rows = conn.execute(
-                "SELECT DISTINCT account_sid, sink_sid FROM delivery_queue"
+                "SELECT s.account_sid, s.sid FROM sinks s WHERE EXISTS "
+                "(SELECT 1 FROM delivery_queue q WHERE q.sink_sid = s.sid)"
             ).fetchall()
             return [QueuedSink(account_sid=r[0], sink_sid=r[1]) for r in rows]
 
@@ -461,11 +466,21 @@ class SqliteDeliveryStore:
 
     async def next_due(self, sink_sid: str) -> float | None:
         def job(conn: sqlite3.Connection) -> float | None:
-            row = conn.execute(
-                "SELECT min(max(due_at, claimed_until)) FROM delivery_queue WHERE sink_sid = ?",
-                (sink_sid,),
+            # min(max(due_at, claimed_until)) over the sink's items, in two index walks: the
+            # earliest due of the unclaimed ones, and the claimed ones (a few requests' worth).
+            now = time.time()
+            unclaimed = conn.execute(
+                "SELECT due_at FROM delivery_queue WHERE sink_sid = ? AND claimed_until <= ? "
+                "ORDER BY due_at LIMIT 1",
+                (sink_sid, now),
             ).fetchone()
-            return None if row[0] is None else float(row[0])
+            claimed = conn.execute(
+                "SELECT min(max(due_at, claimed_until)) FROM delivery_queue "
+                "WHERE sink_sid = ? AND claimed_until > ?",
+                (sink_sid, now),
+            ).fetchone()
+            found = [r[0] for r in (unclaimed, claimed) if r is not None and r[0] is not None]
+            return float(min(found)) if found else None
 
         return await self._db.read(job)
 
