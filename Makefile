@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# End-to-end modules that `make test` also runs on BACKEND=nats (tests/integration/backends.py).
+NATS_E2E := $(addprefix tests/integration/,test_ingest.py test_event_streams.py \
+	test_voice_insights.py test_webhook_delivery.py test_tenancy_delivery.py)
 
 .PHONY: demo test bench lint venv clean browser
 
@@ -26,6 +29,8 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -n 2 -q
+	# The end-to-end modules again on the distributed backend (NATS cluster + PostgreSQL).
+	CALLSTREAM_TEST_BACKEND=nats $(BIN)/python -m pytest -q $(NATS_E2E)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

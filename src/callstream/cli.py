@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
+import msgspec
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -123,12 +124,22 @@ def serve(
     metrics_token: Annotated[
         str | None, typer.Option(help="Bearer token that opens GET /metrics.")
     ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="embedded (default) or nats [env CALLSTREAM_BACKEND].")
+    ] = None,
+    nats_url: Annotated[
+        str | None, typer.Option(help="BACKEND=nats: NATS server URL(s), comma-separated.")
+    ] = None,
+    database_url: Annotated[str | None, typer.Option(help="BACKEND=nats: PostgreSQL URL.")] = None,
 ) -> None:
-    """Run callstream: ingest, engine, delivery and the APIs, on the embedded backend."""
+    """Run callstream: ingest, engine, delivery and the APIs (all roles unless --roles)."""
     from callstream.server import serve as run
 
     settings = _settings(
         config,
+        backend=backend,
+        nats_url=nats_url,
+        database_url=database_url,
         data_dir=data_dir,
         host=host,
         port=port,
@@ -157,6 +168,60 @@ def serve(
     try:
         run(settings)
     except SettingsError as exc:  # a setting checked where it is used, e.g. DELIVERY_*
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(EXIT_USAGE) from None
+    except AccountError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def worker(
+    role: Annotated[
+        list[str],
+        typer.Option(help="A role to run: api, ingest, engine or delivery (repeatable, or a,b)."),
+    ],
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Listen address [env CALLSTREAM_HOST].")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port for the API and /healthz, /readyz, /metrics.")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="nats (default for workers) [env CALLSTREAM_BACKEND].")
+    ] = None,
+    nats_url: Annotated[
+        str | None, typer.Option(help="NATS server URL(s), comma-separated.")
+    ] = None,
+    database_url: Annotated[str | None, typer.Option(help="PostgreSQL URL.")] = None,
+    public_url: Annotated[
+        str | None, typer.Option(help="Base URL in links [env CALLSTREAM_PUBLIC_URL].")
+    ] = None,
+) -> None:
+    """Run some roles of callstream on the distributed backend; start any number of copies.
+
+    Every other setting comes from the environment (CALLSTREAM_*) or --config, as for serve.
+    """
+    from callstream.server import serve as run
+
+    roles = ",".join(role)
+    settings = _settings(
+        config,
+        roles=roles,
+        host=host,
+        port=port,
+        backend=backend,
+        nats_url=nats_url,
+        database_url=database_url,
+        public_url=public_url,
+    )
+    if backend is None and "CALLSTREAM_BACKEND" not in os.environ and config is None:
+        settings = msgspec.structs.replace(settings, backend="nats")
+    if settings.backend != "nats":
+        err.print("[red]error:[/red] workers share their work through NATS: use --backend nats")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        run(settings)
+    except SettingsError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(EXIT_USAGE) from None
     except AccountError as exc:

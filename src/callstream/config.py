@@ -52,7 +52,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allow_private_destinations: bool = False
     backend: Literal["embedded", "nats"] = "embedded"
     nats_url: str | None = None
+    """BACKEND=nats: the NATS servers, a comma list of URLs (credentials in the URL)."""
     database_url: str | None = None
+    """BACKEND=nats: the PostgreSQL connection URL."""
+    nats_replicas: int = 1
+    """BACKEND=nats: replicas of each stream and bucket created (3 on a 3-node cluster)."""
+    database_pool_size: int = 10
+    """BACKEND=nats: PostgreSQL connections per process at most."""
+    lease_ttl: float = 5.0
+    """BACKEND=nats: how long a partition's (router's, indexer's) lease lasts unrenewed;
+    a dead worker's share is taken over after about this long."""
     schema_base_url: str = "https://events-schemas.twilio.com"
     segment_base_url: str = "https://api.segment.io"
     """Where Segment sinks send their batches (``<segment_base_url>/v1/batch``)."""
@@ -111,6 +120,7 @@ _DURATIONS = frozenset(
         *("delivery_linger", "delivery_timeout", "delivery_retry_base", "delivery_retry_cap"),
         *("delivery_retry_window", "delivery_lease", "delivery_idle_exit"),
         "delivery_throttle_recovery",
+        "lease_ttl",
     }
 )
 _FIELDS = frozenset(Settings.__struct_fields__)

@@ -1,12 +1,17 @@
-"""The HTTP server: wires the embedded stores to the routes and runs uvicorn."""
+"""The HTTP server: wires a backend's stores to the routes and runs uvicorn.
+
+Backends: ``embedded`` (SQLite in the data directory, every partition in this process) and
+``nats`` (NATS JetStream + PostgreSQL; partitions, the router and the indexer are shared
+among processes through leases). The stages see the stores only through their protocols.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -21,7 +26,7 @@ from callstream.api.event_streams import event_streams_routes
 from callstream.api.live import LiveRoutes
 from callstream.api.openapi import openapi_route
 from callstream.api.voice_insights import voice_insights_routes
-from callstream.config import Settings, SettingsError
+from callstream.config import Settings
 from callstream.console import console_routes
 from callstream.ingest.routes import IngestRoutes
 from callstream.insights.call import CallInsights
@@ -32,6 +37,17 @@ from callstream.lifecycle import SHUTDOWN_GRACE, GracefulServer, Readiness, Shut
 from callstream.logs import configure as configure_logs
 from callstream.metrics import Metrics
 from callstream.sinks.registry import build_drivers
+from callstream.store.control import ControlStore
+from callstream.store.delivery import DeliveryStore
+from callstream.store.insights import InsightsStore
+from callstream.store.interfaces import (
+    AccountStore,
+    EngineStore,
+    EventLog,
+    OutputEvent,
+    PartitionLeases,
+    TelemetryLog,
+)
 from callstream.store.sqlite.accounts import SqliteAccountStore
 from callstream.store.sqlite.control import SqliteControlStore
 from callstream.store.sqlite.database import Database
@@ -42,6 +58,8 @@ from callstream.store.sqlite.schema import migrate
 from callstream.store.sqlite.signal import HighWater
 from callstream.store.sqlite.telemetry import SqliteTelemetryLog
 from callstream.streams.delivery import DeliveryConfig, DeliveryService
+from callstream.streams.exclusive import Exclusive
+from callstream.streams.indexer import Cursors, Indexer
 from callstream.streams.router import Router
 
 DATABASE_FILE = "callstream.db"
@@ -49,7 +67,9 @@ PARTITIONS = 16
 
 
 @dataclass(frozen=True)
-class Services:
+class EmbeddedStores:
+    """The embedded backend's stores on one SQLite database (also used by the CLI)."""
+
     db: Database
     accounts: SqliteAccountStore
     telemetry: SqliteTelemetryLog
@@ -60,12 +80,12 @@ class Services:
     delivery: SqliteDeliveryStore
 
 
-def open_embedded(settings: Settings) -> Services:
+def open_embedded(settings: Settings) -> EmbeddedStores:
     """The embedded backend on the data directory, migrated to this version."""
     db = Database(settings.data_dir / DATABASE_FILE)
     db.write_sync(migrate)
     events_written = HighWater()
-    return Services(
+    return EmbeddedStores(
         db=db,
         accounts=SqliteAccountStore(db),
         telemetry=SqliteTelemetryLog(db, PARTITIONS),
@@ -74,6 +94,69 @@ def open_embedded(settings: Settings) -> Services:
         control=SqliteControlStore(db),
         insights=SqliteInsightsStore(db),
         delivery=SqliteDeliveryStore(db),
+    )
+
+
+@dataclass
+class Services:
+    """A backend's stores behind their protocols, as the stages and routes use them.
+
+    ``start()`` connects and creates what is missing (the distributed backend; the
+    embedded one is ready when built), ``close()`` stops everything ``start()`` started.
+    ``leases`` makes the leases of a scope ("" for engine partitions; "router",
+    "indexer" for one-active stages); None when one process runs everything.
+    ``index``/``cursors`` feed the Voice Insights store from the events log when the
+    engine does not do it itself (None in the embedded backend).
+    """
+
+    accounts: AccountStore
+    telemetry: TelemetryLog
+    engine_store: EngineStore
+    events: EventLog
+    control: ControlStore
+    insights: InsightsStore
+    delivery: DeliveryStore
+    pending_timers: Callable[[], Awaitable[int]]
+    leases: Callable[[str, int], PartitionLeases] | None = None
+    index: Callable[[Sequence[OutputEvent]], Awaitable[None]] | None = None
+    cursors: Cursors | None = None
+    starts: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    stops: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        for start in self.starts:
+            await start()
+
+    async def close(self) -> None:
+        """Stop in the reverse order of starting; one failure does not skip the rest."""
+        for stop in reversed(self.stops):
+            try:
+                await stop()
+            except Exception as exc:  # closing anyway; say what did not close cleanly
+                print(f"callstream: error while closing: {exc!r}", file=sys.stderr, flush=True)
+
+
+def open_services(settings: Settings) -> Services:
+    """The stores of the configured backend, built but not started (``await start()``)."""
+    if settings.backend == "nats":
+        from callstream.store.distributed import open_distributed
+
+        return open_distributed(settings, PARTITIONS)
+    embedded = open_embedded(settings)
+
+    async def close_db() -> None:
+        embedded.db.close()
+
+    return Services(
+        accounts=embedded.accounts,
+        telemetry=embedded.telemetry,
+        engine_store=embedded.engine_store,
+        events=embedded.events,
+        control=embedded.control,
+        insights=embedded.insights,
+        delivery=embedded.delivery,
+        pending_timers=embedded.engine_store.pending_timers,
+        stops=[close_db],
     )
 
 
@@ -92,11 +175,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    if settings.backend != "embedded":
-        raise SettingsError(
-            f"BACKEND={settings.backend} is not available in this version; use embedded"
-        )
-    services = open_embedded(settings)
+    services = open_services(settings)
     ingest = IngestRoutes(services.accounts, services.telemetry)
     live = LiveRoutes(services.accounts, services.events, settings.schema_base_url)
     logic = CallInsights(
@@ -104,16 +183,40 @@ def create_app(settings: Settings) -> Starlette:
         load_predictor(settings.data_dir),
     )
 
-    engine = Engine(services.telemetry, services.engine_store, logic)
+    leases = services.leases
+    engine = Engine(
+        services.telemetry,
+        services.engine_store,
+        logic,
+        leases=leases("", PARTITIONS) if leases is not None else None,
+        rebalance_every=settings.lease_ttl / 4,
+    )
     engine_on = "engine" in settings.role_set
     # Delivery: the router (events log -> per-sink queues) and the per-sink workers.
     delivery_on = "delivery" in settings.role_set
-    router = Router(
-        services.events,
-        services.control,
-        services.delivery,
-        schema_base_url=settings.schema_base_url,
-    )
+
+    def make_router() -> Router:
+        return Router(
+            services.events,
+            services.control,
+            services.delivery,
+            schema_base_url=settings.schema_base_url,
+        )
+
+    # Distributed: one router at a time moves the routing cursor (its own lease); the
+    # delivery workers all pull from the per-sink queues. The indexer runs with the engine.
+    router: Router | Exclusive = make_router()
+    indexer: Exclusive | None = None
+    if leases is not None:
+        router = Exclusive("router", leases("router", 1), make_router, settings.lease_ttl / 4)
+        index, cursors = services.index, services.cursors
+        if index is not None and cursors is not None:
+            indexer = Exclusive(
+                "indexer",
+                leases("indexer", 1),
+                lambda: Indexer(services.events, index, cursors),
+                settings.lease_ttl / 4,
+            )
     # Delivery settings and the per-app metrics registry (GET /metrics, metrics_token).
     delivery_config = DeliveryConfig.from_settings(settings)
     metrics = Metrics(
@@ -121,7 +224,7 @@ def create_app(settings: Settings) -> Starlette:
         delivery=services.delivery,
         throttle=delivery_config.throttle,
         engine=engine if engine_on else None,
-        timers_pending=services.engine_store.pending_timers,
+        timers_pending=services.pending_timers,
     )
     delivery = DeliveryService(
         services.delivery,
@@ -145,6 +248,11 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            await services.start()
+        except BaseException:
+            await services.close()
+            raise
         account, created = await ensure_default_account(
             services.accounts, settings.account_sid, settings.auth_token
         )
@@ -158,6 +266,8 @@ def create_app(settings: Settings) -> Starlette:
             )
         if engine_on:
             engine.start()
+            if indexer is not None:
+                indexer.start()
         if delivery_on:
             router.start()
             delivery.start()
@@ -167,9 +277,11 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             readiness.stopping()
             await engine.stop()
+            if indexer is not None:
+                await indexer.stop()
             await router.stop()
             await _stop_delivery(delivery)
-            services.db.close()
+            await services.close()
 
     routes: list[BaseRoute] = [
         Route("/healthz", health, methods=["GET"]),

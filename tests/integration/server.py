@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.integration.backends import SESSION
+
 ACCOUNT_SID = "AC" + "a1" * 16
 AUTH_TOKEN = "token-" + "b2" * 13
 
@@ -34,6 +36,8 @@ class Server:
     extra_env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    command: list[str] = field(default_factory=lambda: ["serve"])
+    """What to run after ``python -m callstream``: serve, or e.g. worker --role engine."""
 
     @property
     def url(self) -> str:
@@ -55,8 +59,16 @@ class Server:
         return self
 
     def _start_once(self, timeout: float) -> None:
+        # CALLSTREAM_TEST_BACKEND=nats: this data dir's own database and NATS account.
+        distributed = SESSION.distributed
+        backend_env = (
+            distributed.env(self.data_dir)
+            if distributed is not None and "CALLSTREAM_BACKEND" not in self.extra_env
+            else {}
+        )
         env = {
             **os.environ,
+            **backend_env,
             "CALLSTREAM_DATA_DIR": str(self.data_dir),
             "CALLSTREAM_PORT": str(self.port),
             "CALLSTREAM_ACCOUNT_SID": ACCOUNT_SID,
@@ -66,7 +78,7 @@ class Server:
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "callstream", "serve"],
+                [sys.executable, "-m", "callstream", *self.command],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -33,12 +33,9 @@ from callstream.api.openapi_event_streams import COMPONENTS, PATHS
 from callstream.model.catalogue import catalogue
 from callstream.model.insights import TestEvent
 from callstream.schemas import load_schema
-from callstream.server import DATABASE_FILE
+from callstream.server import Services
 from callstream.store.control import OutboxItem, RoutingTable
-from callstream.store.sqlite.accounts import SqliteAccountStore
-from callstream.store.sqlite.control import SqliteControlStore
-from callstream.store.sqlite.database import Database
-from callstream.store.sqlite.schema import migrate
+from tests.integration.backends import StoreProxy, with_services
 from tests.integration.server import ACCOUNT_SID, AUTH_TOKEN, Server
 
 WEBHOOK = {"destination": "https://example.com/events", "method": "POST", "batch_events": True}
@@ -61,7 +58,7 @@ EXTRA_ACCOUNTS = ("tenant", "pages1", "pages2", "pages3")
 class Env:
     server: Server
     tokens: dict[str, tuple[str, str]]
-    control: SqliteControlStore
+    control: Any  # the control store, through StoreProxy (either backend)
 
     def client(self, name: str = "default") -> Client:
         sid, token = self.tokens[name]
@@ -78,21 +75,15 @@ class Env:
 
 def _create_accounts(data_dir: Path) -> dict[str, tuple[str, str]]:
     """Accounts made through callstream's own account code before the server starts."""
-    db = Database(data_dir / DATABASE_FILE)
-    try:
-        db.write_sync(migrate)
-        store = SqliteAccountStore(db)
 
-        async def make() -> dict[str, tuple[str, str]]:
-            made = {}
-            for name in EXTRA_ACCOUNTS:
-                account = await create_account(store, friendly_name=name)
-                made[name] = (account.sid, account.auth_token)
-            return made
+    async def make(services: Services) -> dict[str, tuple[str, str]]:
+        made = {}
+        for name in EXTRA_ACCOUNTS:
+            account = await create_account(services.accounts, friendly_name=name)
+            made[name] = (account.sid, account.auth_token)
+        return made
 
-        return asyncio.run(make())
-    finally:
-        db.close()
+    return with_services(data_dir, make)
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +91,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     data_dir = tmp_path_factory.mktemp("event-streams") / "data"
     tokens = {"default": (ACCOUNT_SID, AUTH_TOKEN), **_create_accounts(data_dir)}
     server = Server(data_dir).start()
-    db = Database(data_dir / DATABASE_FILE)
     try:
-        yield Env(server, tokens, SqliteControlStore(db))
+        yield Env(server, tokens, StoreProxy(data_dir, lambda s: s.control))
     finally:
-        db.close()
         server.stop()
 
 

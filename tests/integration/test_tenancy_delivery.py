@@ -8,7 +8,6 @@ own account's token and carry only its own account's calls.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +17,7 @@ from twilio.rest import Client  # type: ignore[import-untyped]
 
 from callstream.accounts import create_account
 from callstream.model.catalogue import catalogue
-from callstream.server import DATABASE_FILE
-from callstream.store.sqlite.accounts import SqliteAccountStore
-from callstream.store.sqlite.database import Database
-from callstream.store.sqlite.schema import migrate
+from tests.integration.backends import with_services
 from tests.integration.server import ACCOUNT_SID, AUTH_TOKEN, Server
 from tests.integration.test_webhook_delivery import FAST, Receiver, wait_for
 from tests.integration.traffic import post_traffic
@@ -30,13 +26,10 @@ COMPLETE = "com.twilio.voice.insights.call-summary.complete"
 
 
 def _second_account(data_dir: Path) -> tuple[str, str]:
-    db = Database(data_dir / DATABASE_FILE)
-    try:
-        db.write_sync(migrate)
-        account = asyncio.run(create_account(SqliteAccountStore(db), friendly_name="other"))
-        return account.sid, account.auth_token
-    finally:
-        db.close()
+    account = with_services(
+        data_dir, lambda services: create_account(services.accounts, friendly_name="other")
+    )
+    return account.sid, account.auth_token
 
 
 def _subscribe_all(server: Server, sid: str, token: str, destination: str) -> None:

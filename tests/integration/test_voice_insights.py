@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,6 +24,8 @@ import pytest
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
+from callstream.accounts import create_account as new_account
+from tests.integration.backends import with_services
 from tests.integration.server import ACCOUNT_SID, AUTH_TOKEN, Server
 from tests.integration.traffic import post_traffic
 
@@ -95,16 +95,9 @@ def wait_for_feed(
 
 
 def create_account(data_dir: Path) -> tuple[str, str]:
-    command = ["accounts", "create", "--json", "--data-dir", str(data_dir)]
-    created = subprocess.run(
-        [sys.executable, "-m", "callstream", *command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    account = json.loads(created.stdout)
-    return account["account_sid"], account["auth_token"]
+    # Through callstream's account code on the data dir's stores (either backend).
+    account = with_services(data_dir, lambda services: new_account(services.accounts))
+    return account.sid, account.auth_token
 
 
 @dataclass

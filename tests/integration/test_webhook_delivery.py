@@ -20,11 +20,9 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 from twilio.rest import Client  # type: ignore[import-untyped]
 
-from callstream.server import DATABASE_FILE
 from callstream.sinks.webhook import GuardedResolver, forbidden_reason, split_credentials
 from callstream.store.delivery import Attempt, DeadLetter
-from callstream.store.sqlite.database import Database
-from callstream.store.sqlite.delivery import SqliteDeliveryStore
+from tests.integration.backends import StoreProxy
 from tests.integration.server import ACCOUNT_SID, AUTH_TOKEN, Server, free_port
 from tests.integration.traffic import post_traffic
 
@@ -159,8 +157,7 @@ class Store:
     """The delivery store, opened read-only-ish on the server's data directory."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.db = Database(data_dir / DATABASE_FILE)
-        self.store = SqliteDeliveryStore(self.db)
+        self.store = StoreProxy(data_dir, lambda services: services.delivery)
 
     def dead_letters(self, sink_sid: str) -> list[DeadLetter]:
         return asyncio.run(self.store.dead_letters(sink_sid, 10_000))

@@ -33,9 +33,11 @@ from callstream.model.telemetry import TelemetryRecord
 from callstream.store.interfaces import (
     CallKey,
     EngineStore,
+    LeaseLost,
     LogEntry,
     OutputEvent,
     PartitionCommit,
+    PartitionLeases,
     StoredCall,
     TelemetryLog,
     Timer,
@@ -123,11 +125,19 @@ class PartitionWorker:
         self.duplicates = 0
 
     async def run(self, stopping: asyncio.Event) -> None:
+        # A new period of ownership: another worker may have moved the partition on
+        # since this one last ran it, so nothing cached from then is the truth.
+        self._cache.clear()
         self.cursor = await self._store.cursor(self.partition)
         failures = 0
         while not stopping.is_set():
             try:
                 worked = await self.step()
+            except LeaseLost:
+                # Another worker owns the partition now (only the distributed backend
+                # fences): this ownership is over; the engine may start it again later.
+                log.warning("engine partition lost", partition=self.partition)
+                return
             except Exception:
                 # Nothing of a failed step was committed; it is retried from the same
                 # cursor, with backoff so a persistent fault does not spin.
@@ -261,7 +271,13 @@ class PartitionWorker:
 
 
 class Engine:
-    """All partition workers of one process."""
+    """The partition workers of one process.
+
+    Without leases (the embedded backend) it runs every partition. With leases (the
+    distributed backend) it runs only the partitions this process holds: a loop calls
+    ``rebalance()`` every TTL/4, starts a worker for each partition gained and stops the
+    worker of each partition lost; a worker whose commit is fenced off ends by itself.
+    """
 
     def __init__(
         self,
@@ -269,26 +285,100 @@ class Engine:
         store: EngineStore,
         logic: CallLogic,
         clock: Callable[[], float] = time.time,
+        leases: PartitionLeases | None = None,
+        rebalance_every: float = 1.25,
     ) -> None:
-        self.workers = [PartitionWorker(p, log, store, logic, clock) for p in range(log.partitions)]
+        self._all = [PartitionWorker(p, log, store, logic, clock) for p in range(log.partitions)]
+        self._leases = leases
+        self._rebalance_every = rebalance_every
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Leased mode: the running ownership of each partition (its task, its stop signal).
+        self._owned: dict[int, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self._balancer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        if self._leases is not None:
+            self._balancer = asyncio.create_task(self._balance(), name="engine-leases")
+            return
         self._tasks = [
             asyncio.create_task(w.run(self._stopping), name=f"engine-{w.partition}")
-            for w in self.workers
+            for w in self._all
         ]
 
     async def stop(self) -> None:
-        """Let each worker finish the step it is in, then return."""
+        """Let each worker finish the step it is in, then return (and hand leases back)."""
         self._stopping.set()
+        if self._balancer is not None:
+            await asyncio.gather(self._balancer, return_exceptions=True)
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for partition in list(self._owned):
+            await self._drop(partition)
+        if self._leases is not None:
+            for lease in list(self._leases.held().values()):
+                with contextlib.suppress(Exception):  # expiry frees it anyway
+                    await self._leases.release(lease)
+
+    def owned(self) -> list[int]:
+        """The partitions this process runs now."""
+        if self._leases is None:
+            return [w.partition for w in self._all]
+        return sorted(p for p, (task, _) in self._owned.items() if not task.done())
+
+    async def _balance(self) -> None:
+        assert self._leases is not None
+        while not self._stopping.is_set():
+            try:
+                held = set(await self._leases.rebalance())
+            except Exception:
+                # NATS unreachable: keep what runs; leases the store can no longer
+                # confirm fence the commits, and held() drops them once they expire.
+                log.exception("engine rebalance failed")
+                held = set(self._leases.held())
+            await self._apply(held)
+            await _sleep_unless(self._stopping, self._rebalance_every)
+
+    async def _apply(self, held: set[int]) -> None:
+        assert self._leases is not None
+        for partition in list(self._owned):
+            task, _ = self._owned[partition]
+            if partition not in held:
+                await self._drop(partition)
+            elif task.done():
+                # Fenced off (LeaseLost): the lease we think we hold is stale.
+                await self._drop(partition)
+                held.discard(partition)  # not again before the next rebalance
+                lease = self._leases.held().get(partition)
+                if lease is not None:
+                    with contextlib.suppress(Exception):
+                        await self._leases.release(lease)
+        for partition in sorted(held - self._owned.keys()):
+            if self._stopping.is_set():
+                return
+            stop = asyncio.Event()
+            worker = self._all[partition]
+            task = asyncio.create_task(worker.run(stop), name=f"engine-{partition}")
+            self._owned[partition] = (task, stop)
+            log.info("engine partition taken", partition=partition)
+
+    async def _drop(self, partition: int) -> None:
+        task, stop = self._owned.pop(partition)
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
 
     @property
     def processed(self) -> int:
-        return sum(w.processed for w in self.workers)
+        return sum(w.processed for w in self._all)
+
+    @property
+    def workers(self) -> list[PartitionWorker]:
+        """The workers of the partitions run here (all of them without leases); a
+        partition another process owns has no lag to report from this one."""
+        if self._leases is None:
+            return self._all
+        running = set(self.owned())
+        return [w for w in self._all if w.partition in running]
 
     def partitions_behind(self) -> int:
-        """How many partitions hold telemetry the engine has not consumed yet."""
+        """How many of the partitions run here hold telemetry not consumed yet."""
         return sum(1 for w in self.workers if w.cursor < w.log.last_offset(w.partition))

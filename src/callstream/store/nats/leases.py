@@ -67,6 +67,7 @@ class NatsPartitionLeases:
         owner: str | None = None,
         ttl: float = DEFAULT_TTL,
         clock: Callable[[], float] = time.time,
+        scope: str = "",
     ) -> None:
         self._js: JetStreamContext = nc.jetstream()
         self.partitions = partitions
@@ -74,6 +75,11 @@ class NatsPartitionLeases:
         self.owner = owner or worker_id()
         if not re.fullmatch(r"[A-Za-z0-9_-]+", self.owner):
             raise ValueError(f"owner id must be letters, digits, '_' or '-': {self.owner!r}")
+        if scope and not re.fullmatch(r"[A-Za-z0-9_-]+", scope):
+            raise ValueError(f"scope must be letters, digits, '_' or '-': {scope!r}")
+        # Keys of a scope ("router", "indexer") live beside the engine's partitions
+        # in the same bucket: ``<scope>.p.<n>`` and ``<scope>.w.<owner>``.
+        self._prefix = f"{scope}." if scope else ""
         self.ttl = ttl
         self.margin = ttl / 4
         self._clock = clock
@@ -98,7 +104,7 @@ class NatsPartitionLeases:
 
     async def acquire(self, partition: int) -> Lease | None:
         now = self._clock()
-        stored = await leader_get(self._js, kv_stream(LEASES_BUCKET), _subject(partition))
+        stored = await leader_get(self._js, kv_stream(LEASES_BUCKET), self._subject(partition))
         last = 0
         if stored is not None:
             last = stored.seq
@@ -115,13 +121,13 @@ class NatsPartitionLeases:
         self._held.pop(lease.partition, None)
         # Lost already (someone else wrote since): nothing of ours to release.
         with contextlib.suppress(KeyWrongLastSequenceError):
-            await self.kv.update(_key(lease.partition), _encode(_FREE), last=lease.token)
+            await self.kv.update(self._key(lease.partition), _encode(_FREE), last=lease.token)
 
     async def owners(self) -> dict[int, Lease]:
         now = self._clock()
         stored = await asyncio.gather(
             *(
-                leader_get(self._js, kv_stream(LEASES_BUCKET), _subject(p))
+                leader_get(self._js, kv_stream(LEASES_BUCKET), self._subject(p))
                 for p in range(self.partitions)
             )
         )
@@ -138,20 +144,20 @@ class NatsPartitionLeases:
         lease = self.held().get(partition)
         if lease is None:
             raise LeaseLost(f"partition {partition}: no current lease held by {self.owner}")
-        stored = await leader_get(self._js, kv_stream(LEASES_BUCKET), _subject(partition))
+        stored = await leader_get(self._js, kv_stream(LEASES_BUCKET), self._subject(partition))
         if stored is None or stored.seq != lease.token:
             self._held.pop(partition, None)
             raise LeaseLost(f"partition {partition}: lease token {lease.token} is stale")
 
     async def heartbeat(self) -> None:
         value = LeaseValue(self.owner, self._clock() + self.ttl)
-        await self.kv.put(f"w.{self.owner}", _encode(value))
+        await self.kv.put(f"{self._prefix}w.{self.owner}", _encode(value))
 
     async def live_workers(self) -> list[str]:
         now = self._clock()
         live: set[str] = {self.owner}
         async for msg in leader_scan(
-            self._js, kv_stream(LEASES_BUCKET), kv_subject(LEASES_BUCKET, "w.*")
+            self._js, kv_stream(LEASES_BUCKET), kv_subject(LEASES_BUCKET, f"{self._prefix}w.*")
         ):
             if is_deleted(msg):
                 continue
@@ -185,13 +191,13 @@ class NatsPartitionLeases:
         """Hand back every lease and leave, so others take over without waiting for expiry."""
         for lease in list(self._held.values()):
             await self.release(lease)
-        await self.kv.delete(f"w.{self.owner}")
+        await self.kv.delete(f"{self._prefix}w.{self.owner}")
 
     async def _write(self, partition: int, last: int, now: float) -> Lease | None:
         expires_at = now + self.ttl
         try:
             token = await self.kv.update(
-                _key(partition), _encode(LeaseValue(self.owner, expires_at)), last=last
+                self._key(partition), _encode(LeaseValue(self.owner, expires_at)), last=last
             )
         except KeyWrongLastSequenceError:
             # Someone else wrote the lease since we read it: it is theirs.
@@ -201,10 +207,8 @@ class NatsPartitionLeases:
         self._held[partition] = lease
         return lease
 
+    def _key(self, partition: int) -> str:
+        return f"{self._prefix}p.{partition}"
 
-def _key(partition: int) -> str:
-    return f"p.{partition}"
-
-
-def _subject(partition: int) -> str:
-    return kv_subject(LEASES_BUCKET, _key(partition))
+    def _subject(self, partition: int) -> str:
+        return kv_subject(LEASES_BUCKET, self._key(partition))
