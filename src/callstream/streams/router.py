@@ -14,8 +14,6 @@ delivery worker sends them from there (see ``streams/delivery.py``).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 
 import msgspec
@@ -26,6 +24,7 @@ from callstream.cloudevents import to_cloudevent
 from callstream.store.control import ControlStore, RoutingTable
 from callstream.store.delivery import ROUTER, DeliveryStore, NewDelivery
 from callstream.store.interfaces import EventEntry, EventLog
+from callstream.streams.follower import LogFollower
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +32,9 @@ BATCH = 500
 _encoder = msgspec.json.Encoder()
 
 
-class Router:
+class Router(LogFollower):
+    name = "router"
+
     def __init__(
         self,
         events: EventLog,
@@ -44,53 +45,15 @@ class Router:
         refresh: float = 0.5,
         idle_wait: float = 1.0,
     ) -> None:
-        self._events = events
+        super().__init__(events, idle_wait=idle_wait)
         self._control = control
         self._queue = queue
         self._schema_base_url = schema_base_url
         self._refresh = refresh
-        self._idle_wait = idle_wait
         self._tables: dict[str, tuple[RoutingTable, float]] = {}
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.cursor = 0
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="router")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        self.cursor = await self._queue.cursor(ROUTER)
-        failures = 0
-        while not self._stopping.is_set():
-            try:
-                moved = await self.step()
-                failures = 0
-            except Exception:
-                failures += 1
-                log.exception("router step failed", cursor=self.cursor, failures=failures)
-                moved = False
-                await self._sleep(min(5.0, 0.1 * 2**failures))
-            if not moved:
-                await self._wait()
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-
-    async def _wait(self) -> None:
-        waiter = asyncio.ensure_future(self._events.wait(self.cursor, self._idle_wait))
-        stopper = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (waiter, stopper):
-                task.cancel()
+    async def load_cursor(self) -> int:
+        return await self._queue.cursor(ROUTER)
 
     async def step(self) -> bool:
         """Route the next batch of events; False when there was none."""
