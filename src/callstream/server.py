@@ -48,6 +48,7 @@ from callstream.store.interfaces import (
     PartitionLeases,
     TelemetryLog,
 )
+from callstream.store.signal import HighWater
 from callstream.store.sqlite.accounts import SqliteAccountStore
 from callstream.store.sqlite.control import SqliteControlStore
 from callstream.store.sqlite.database import Database
@@ -55,7 +56,6 @@ from callstream.store.sqlite.delivery import SqliteDeliveryStore
 from callstream.store.sqlite.engine import SqliteEngineStore, SqliteEventLog
 from callstream.store.sqlite.insights import SqliteInsightsStore
 from callstream.store.sqlite.schema import migrate
-from callstream.store.sqlite.signal import HighWater
 from callstream.store.sqlite.telemetry import SqliteTelemetryLog
 from callstream.streams.delivery import DeliveryConfig, DeliveryService
 from callstream.streams.exclusive import Exclusive

@@ -22,13 +22,13 @@ from callstream.store.control import ControlStore
 from callstream.store.insights import InsightsStore
 from callstream.store.interfaces import AccountStore, OutputEvent, PartitionCommit, StoredCall
 from callstream.store.postgres import open_postgres
+from callstream.store.signal import HighWater
 from callstream.store.sqlite.accounts import SqliteAccountStore
 from callstream.store.sqlite.control import SqliteControlStore
 from callstream.store.sqlite.database import Database
 from callstream.store.sqlite.engine import SqliteEngineStore
 from callstream.store.sqlite.insights import SqliteInsightsStore
 from callstream.store.sqlite.schema import migrate
-from callstream.store.sqlite.signal import HighWater
 from tests.stores.postgres_server import PostgresServer
 
 Index = Callable[[Sequence[OutputEvent]], Awaitable[None]]

@@ -21,10 +21,10 @@ from callstream.insights.step import Step
 from callstream.model.insights import CallEvent, CallSummary
 from callstream.model.telemetry import GatewayEvent, TelemetryRecord
 from callstream.store.interfaces import TelemetryChunk, partition_of
+from callstream.store.signal import HighWater
 from callstream.store.sqlite.database import Database
 from callstream.store.sqlite.engine import SqliteEngineStore, SqliteEventLog
 from callstream.store.sqlite.schema import migrate
-from callstream.store.sqlite.signal import HighWater
 from callstream.store.sqlite.telemetry import SqliteTelemetryLog
 
 ACCOUNT = "AC" + "1" * 32

@@ -19,10 +19,10 @@ from callstream.insights.step import EngineConfig
 from callstream.model.telemetry import TelemetryRecord
 from callstream.sim.generator import SimConfig, Simulation
 from callstream.store.interfaces import EngineStore, EventLog, TelemetryLog
+from callstream.store.signal import HighWater
 from callstream.store.sqlite.database import Database
 from callstream.store.sqlite.engine import SqliteEngineStore, SqliteEventLog
 from callstream.store.sqlite.schema import migrate
-from callstream.store.sqlite.signal import HighWater
 from callstream.store.sqlite.telemetry import SqliteTelemetryLog
 from tests.natscluster import NatsCluster
 from tests.stores.nats.conftest import chunks, connect, eventually, run

@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from callstream.store.nats.layout import appended_subject
-from callstream.store.sqlite.signal import HighWater
+from callstream.store.signal import HighWater
 
 
 class Arrivals:

@@ -73,7 +73,7 @@ from callstream.store.delivery import (
 from callstream.store.nats.layout import appended_subject, ensure_stream
 from callstream.store.nats.publish import Message, publish_all
 from callstream.store.postgres.delivery import DeadItem, PostgresDeliveryLedger
-from callstream.store.sqlite.signal import HighWater
+from callstream.store.signal import HighWater
 
 DELIVERY_STREAM = "CS_DELIVERY"
 DELIVERY_SUBJECT = "cs.delivery"

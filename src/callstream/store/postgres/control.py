@@ -46,7 +46,7 @@ from callstream.store.control import (
     WrongTestId,
 )
 from callstream.store.postgres.database import Connection, Pool, lock_account
-from callstream.store.sqlite.signal import HighWater
+from callstream.store.signal import HighWater
 
 log = structlog.get_logger(__name__)
 

@@ -32,8 +32,8 @@ from callstream.store.control import (
     Window,
     WrongTestId,
 )
+from callstream.store.signal import HighWater
 from callstream.store.sqlite.database import Database
-from callstream.store.sqlite.signal import HighWater
 
 _SINK_COLUMNS = (
     "sid, account_sid, description, sink_type, configuration, status, test_id, "

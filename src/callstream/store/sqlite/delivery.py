@@ -20,8 +20,8 @@ from callstream.store.delivery import (
     Settlement,
     SinkStats,
 )
+from callstream.store.signal import HighWater
 from callstream.store.sqlite.database import Database
-from callstream.store.sqlite.signal import HighWater
 
 _ANY = "*"  # the HighWater stream of enqueues to any sink
 _ROUTER_PARTITION = 0

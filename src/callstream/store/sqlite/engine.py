@@ -18,9 +18,9 @@ from callstream.store.interfaces import (
     StoredCall,
     Timer,
 )
+from callstream.store.signal import HighWater
 from callstream.store.sqlite.database import Database
 from callstream.store.sqlite.insights import index_events
-from callstream.store.sqlite.signal import HighWater
 
 _EVENTS = "events"
 # SQLite's default limit on bound parameters is 999 in older builds.

@@ -7,8 +7,8 @@ import time
 from collections.abc import Hashable, Sequence
 
 from callstream.store.interfaces import LogEntry, TelemetryChunk
+from callstream.store.signal import HighWater
 from callstream.store.sqlite.database import Database
-from callstream.store.sqlite.signal import HighWater
 
 _COLUMNS = "offset, account_sid, received_at, records, body"
 

@@ -1,4 +1,5 @@
-"""Waking readers of a log in this process when its writer appends, without polling."""
+"""Waking readers in this process when a writer appends, without polling (every backend's
+stores use it for the waiters of their own process)."""
 
 from __future__ import annotations
 
