@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, NoReturn
 from urllib.parse import urlencode
@@ -140,6 +141,16 @@ def _client(url: str, account_sid: str | None, auth_token: str | None) -> RestCl
     return RestClient(url, account_sid, auth_token)
 
 
+@contextmanager
+def _api(url: str, account_sid: str | None, auth_token: str | None) -> Iterator[RestClient]:
+    """A client of the server's REST API; an API refusal ends the command (exit 1)."""
+    try:
+        with _client(url, account_sid, auth_token) as api:
+            yield api
+    except ApiFailure as exc:
+        _fail(exc)
+
+
 def _fail(exc: ApiFailure) -> NoReturn:
     # The API's message is data, not markup: "Types[0]" must print as it is.
     err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
@@ -171,11 +182,8 @@ def sinks_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List the account's sinks."""
-    try:
-        with _client(url, account_sid, auth_token) as api:
-            sinks = list(api.pages("/v1/Sinks", "sinks"))
-    except ApiFailure as exc:
-        _fail(exc)
+    with _api(url, account_sid, auth_token) as api:
+        sinks = list(api.pages("/v1/Sinks", "sinks"))
     if as_json:
         _print_json(sinks)
         return
@@ -207,11 +215,8 @@ def sinks_create_webhook(
         ("SinkType", "webhook"),
         ("SinkConfiguration", json.dumps(config)),
     ]
-    try:
-        with _client(url, account_sid, auth_token) as api:
-            sink = api.request("POST", "/v1/Sinks", form=form)
-    except ApiFailure as exc:
-        _fail(exc)
+    with _api(url, account_sid, auth_token) as api:
+        sink = api.request("POST", "/v1/Sinks", form=form)
     if as_json:
         _print_json(sink)
     else:
@@ -227,11 +232,8 @@ def sinks_delete(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete a sink (delete its subscription first)."""
-    try:
-        with _client(url, account_sid, auth_token) as api:
-            api.request("DELETE", f"/v1/Sinks/{sid}")
-    except ApiFailure as exc:
-        _fail(exc)
+    with _api(url, account_sid, auth_token) as api:
+        api.request("DELETE", f"/v1/Sinks/{sid}")
     if as_json:
         _print_json({"deleted": sid})
     else:
@@ -247,11 +249,8 @@ def sinks_test(
     as_json: JsonOpt = False,
 ) -> None:
     """Send the sink a test event (com.twilio.eventstreams.test-event)."""
-    try:
-        with _client(url, account_sid, auth_token) as api:
-            result = api.request("POST", f"/v1/Sinks/{sid}/Test")
-    except ApiFailure as exc:
-        _fail(exc)
+    with _api(url, account_sid, auth_token) as api:
+        result = api.request("POST", f"/v1/Sinks/{sid}/Test")
     if as_json:
         _print_json(result)
     else:
@@ -273,14 +272,11 @@ def sinks_status(
     as_json: JsonOpt = False,
 ) -> None:
     """Delivery status: delivered, retried, failed, dead-lettered, pending, lag, last error."""
-    try:
-        with _client(url, account_sid, auth_token) as api:
-            if sid is None:
-                statuses = list(api.request("GET", "/callstream/v1/Sinks/Status")["sinks"])
-            else:
-                statuses = [api.request("GET", f"/callstream/v1/Sinks/{sid}/Status")]
-    except ApiFailure as exc:
-        _fail(exc)
+    with _api(url, account_sid, auth_token) as api:
+        if sid is None:
+            statuses = list(api.request("GET", "/callstream/v1/Sinks/Status")["sinks"])
+        else:
+            statuses = [api.request("GET", f"/callstream/v1/Sinks/{sid}/Status")]
     if as_json:
         _print_json(statuses[0] if sid is not None else statuses)
         return
@@ -349,13 +345,10 @@ def subscriptions_list(
 ) -> None:
     """List subscriptions with the event types each sends."""
     params = {"SinkSid": sink} if sink else None
-    try:
-        with _client(url, account_sid, auth_token) as api:
-            subscriptions = [
-                _with_types(api, s) for s in api.pages("/v1/Subscriptions", "subscriptions", params)
-            ]
-    except ApiFailure as exc:
-        _fail(exc)
+    with _api(url, account_sid, auth_token) as api:
+        subscriptions = [
+            _with_types(api, s) for s in api.pages("/v1/Subscriptions", "subscriptions", params)
+        ]
     if as_json:
         _print_json(subscriptions)
         return
@@ -394,23 +387,20 @@ def subscriptions_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Subscribe a sink to event types; print the subscription's SID."""
-    try:
-        with _client(url, account_sid, auth_token) as api:
-            names = _type_names(api, types)
-            entries = [
-                {"type": name}
-                if schema_version is None
-                else {"type": name, "schema_version": schema_version}
-                for name in names
-            ]
-            form = [
-                ("Description", description or f"{types} to {sink}"),
-                ("SinkSid", sink),
-                *(("Types", json.dumps(entry)) for entry in entries),
-            ]
-            subscription = _with_types(api, api.request("POST", "/v1/Subscriptions", form=form))
-    except ApiFailure as exc:
-        _fail(exc)
+    with _api(url, account_sid, auth_token) as api:
+        names = _type_names(api, types)
+        entries = [
+            {"type": name}
+            if schema_version is None
+            else {"type": name, "schema_version": schema_version}
+            for name in names
+        ]
+        form = [
+            ("Description", description or f"{types} to {sink}"),
+            ("SinkSid", sink),
+            *(("Types", json.dumps(entry)) for entry in entries),
+        ]
+        subscription = _with_types(api, api.request("POST", "/v1/Subscriptions", form=form))
     if as_json:
         _print_json(subscription)
     else:
@@ -428,11 +418,8 @@ def subscriptions_delete(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete a subscription; its sink gets no more events."""
-    try:
-        with _client(url, account_sid, auth_token) as api:
-            api.request("DELETE", f"/v1/Subscriptions/{sid}")
-    except ApiFailure as exc:
-        _fail(exc)
+    with _api(url, account_sid, auth_token) as api:
+        api.request("DELETE", f"/v1/Subscriptions/{sid}")
     if as_json:
         _print_json({"deleted": sid})
     else:
@@ -461,11 +448,8 @@ def dlq_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List the events the sink gave up on, oldest first."""
-    try:
-        with _client(url, account_sid, auth_token) as api:
-            letters = list(api.pages(f"/callstream/v1/Sinks/{sink}/DeadLetters", "dead_letters"))
-    except ApiFailure as exc:
-        _fail(exc)
+    with _api(url, account_sid, auth_token) as api:
+        letters = list(api.pages(f"/callstream/v1/Sinks/{sink}/DeadLetters", "dead_letters"))
     if as_json:
         _print_json(letters)
         return
@@ -507,13 +491,8 @@ def dlq_replay(
         form.append(("StartTime", start))
     if end is not None:
         form.append(("EndTime", end))
-    try:
-        with _client(url, account_sid, auth_token) as api:
-            result = api.request(
-                "POST", f"/callstream/v1/Sinks/{sink}/DeadLetters/Replay", form=form
-            )
-    except ApiFailure as exc:
-        _fail(exc)
+    with _api(url, account_sid, auth_token) as api:
+        result = api.request("POST", f"/callstream/v1/Sinks/{sink}/DeadLetters/Replay", form=form)
     if as_json:
         _print_json(result)
     else:
