@@ -1,35 +1,44 @@
 """The distributed backend end to end, as separate processes on a real 3-node JetStream
-cluster and a real PostgreSQL: one ``worker --role api,ingest,delivery`` and two ``worker
---role engine``. Every call gets exactly one complete summary at a real webhook receiver;
-the engine workers share the partitions (lease owners in NATS); a worker killed with
-SIGKILL has its partitions taken over by the other, and processing goes on.
+cluster and a real PostgreSQL: ``worker --role ...`` processes for the API and ingest,
+engine and delivery. Every call gets exactly one complete summary at a real webhook
+receiver; the engine workers share the partitions (lease owners in NATS); a worker killed
+with SIGKILL has its partitions taken over by the other, and processing goes on; so does
+it when a delivery worker or a NATS node dies; and partitions move between engine
+workers as they join and leave without ever having two owners.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import nats
 import pytest
-from twilio.rest import Client  # type: ignore[import-untyped]
 
-from callstream.model.catalogue import catalogue
 from callstream.server import PARTITIONS
-from callstream.store.interfaces import Lease
-from callstream.store.nats.leases import NatsPartitionLeases
 from tests.integration.backends import SESSION, Distributed
 from tests.integration.server import ACCOUNT_SID, AUTH_TOKEN, Server
 from tests.integration.test_webhook_delivery import FAST, Receiver
 from tests.integration.traffic import post_traffic
+from tests.integration.workers import (
+    LeaseWatch,
+    complete_ids,
+    conflicting_duplicates,
+    lease_owners,
+    logged_events,
+    owner_pid,
+    pid_of,
+    post_traffic_retrying,
+    received,
+    start_all,
+    stop_all,
+    subscribe_everything,
+    wait_until,
+)
 
-COMPLETE = "com.twilio.voice.insights.call-summary.complete"
 LEASE_TTL = 2.0
 
 
@@ -51,34 +60,6 @@ def receiver() -> Iterator[Receiver]:
     running = Receiver().start()
     yield running
     running.stop()
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)  # polling interval of a condition with a deadline
-
-
-def lease_owners(env: dict[str, str]) -> dict[int, Lease]:
-    """The engine partitions' current leases, as stored in NATS."""
-
-    async def read() -> dict[int, Lease]:
-        nc = await nats.connect(servers=env["CALLSTREAM_NATS_URL"].split(","))
-        try:
-            leases = NatsPartitionLeases(nc, PARTITIONS, replicas=3, owner="test-reader")
-            await leases.start()
-            return await leases.owners()
-        finally:
-            await nc.close()
-
-    return asyncio.run(read())
-
-
-def owner_pid(lease: Lease) -> int:
-    # Owner ids are <host>-<pid>-<random> (store/nats/leases.py worker_id).
-    return int(lease.owner.rsplit("-", 2)[1])
 
 
 def test_workers_share_partitions_and_take_over_a_dead_one(
@@ -107,32 +88,10 @@ def test_workers_share_partitions_and_take_over_a_dead_one(
 
         wait_until(shared, 30, "both engine workers to hold a share of all partitions")
 
-        client = Client(ACCOUNT_SID, AUTH_TOKEN)
-        client.events.base_url = front.url
-        sink = client.events.v1.sinks.create(
-            description="all",
-            sink_type="webhook",
-            sink_configuration={
-                "destination": receiver.url("/hook"),
-                "method": "POST",
-                "batch_events": True,
-            },
-        )
-        types = [t.type for t in catalogue().types if t.type.startswith("com.twilio.voice")]
-        client.events.v1.subscriptions.create(
-            description="everything", sink_sid=sink.sid, types=[{"type": t} for t in types]
-        )
-
-        def complete_ids() -> dict[str, set[str]]:
-            found: dict[str, set[str]] = {}
-            for request in receiver.snapshot():
-                for event in request.events:
-                    if event["type"] == COMPLETE:
-                        found.setdefault(event["data"]["call_sid"], set()).add(event["id"])
-            return found
+        subscribe_everything(front, receiver)
 
         first = set(post_traffic(front, ACCOUNT_SID, AUTH_TOKEN, calls=6, seed=31))
-        wait_until(lambda: first <= complete_ids().keys(), 90, "complete summaries")
+        wait_until(lambda: first <= complete_ids(receiver).keys(), 90, "complete summaries")
 
         # Kill one engine worker without a goodbye: its leases must expire and move.
         victim, survivor = engines
@@ -149,10 +108,10 @@ def test_workers_share_partitions_and_take_over_a_dead_one(
 
         second = set(post_traffic(front, ACCOUNT_SID, AUTH_TOKEN, calls=6, seed=32))
         assert first.isdisjoint(second)
-        wait_until(lambda: second <= complete_ids().keys(), 90, "complete summaries after")
+        wait_until(lambda: second <= complete_ids(receiver).keys(), 90, "complete summaries after")
 
         # Exactly one complete summary per call (one CloudEvent id; redeliveries repeat it).
-        summaries = complete_ids()
+        summaries = complete_ids(receiver)
         assert set(summaries) == first | second
         assert all(len(ids) == 1 for ids in summaries.values()), summaries
         # The Voice Insights API (PostgreSQL, fed by the indexer) has them too.
@@ -168,9 +127,147 @@ def test_workers_share_partitions_and_take_over_a_dead_one(
 
                 wait_until(indexed, 30, f"the indexed summary of {call_sid}")
     finally:
-        for server in (*engines, front):
-            if server.process is not None:
-                server.stop()
+        stop_all([*engines, front])
+
+
+def worker_env(distributed: Distributed, data_dir: Path) -> dict[str, str]:
+    """R3 streams (a node kill is survivable), short summary timers and short leases."""
+    return {
+        **distributed.env(data_dir, replicas=3),
+        **FAST,
+        "CALLSTREAM_PARTIAL_AFTER": "1s",
+        "CALLSTREAM_COMPLETE_AFTER": "5s",
+        "CALLSTREAM_LEASE_TTL": f"{LEASE_TTL}s",
+    }
+
+
+def assert_every_event_arrived_once(
+    env: dict[str, str], receiver: Receiver, calls: set[str]
+) -> None:
+    """Every call has one complete summary; every event the engine stored reached the sink
+    (one CloudEvent id per stored event, so none lost and no duplicate under a new id);
+    a CloudEvent id that arrived twice carried the same data both times."""
+    summaries = complete_ids(receiver)
+    assert set(summaries) == calls
+    assert all(len(ids) == 1 for ids in summaries.values()), summaries
+    stored = {key: len(ids) for key, ids in logged_events(env).items() if key[0] in calls}
+    arrived: dict[tuple[str, str], set[str]] = {}
+    for event in received(receiver):
+        arrived.setdefault((event["data"]["call_sid"], event["type"]), set()).add(event["id"])
+    assert {key: len(ids) for key, ids in arrived.items()} == stored
+    assert conflicting_duplicates(receiver) == {}
+
+
+def test_no_event_is_lost_when_an_engine_a_delivery_worker_and_a_nats_node_die(
+    tmp_path: Path, distributed: Distributed, receiver: Receiver
+) -> None:
+    assert distributed.cluster is not None
+    data_dir = tmp_path / "data"
+    env = worker_env(distributed, data_dir)
+
+    def worker(role: str) -> Server:
+        return Server(data_dir, extra_env=env, command=["worker", "--role", role])
+
+    front = worker("api,ingest")
+    engines = [worker("engine"), worker("engine")]
+    deliveries = [worker("delivery"), worker("delivery")]
+    front.start(timeout=60)
+    killed_node: int | None = None
+    try:
+        start_all([*engines, *deliveries])
+        subscribe_everything(front, receiver)
+        calls: set[str] = set()
+
+        def post_wave(seed: int) -> set[str]:
+            wave = set(post_traffic_retrying(front, calls=3, seed=seed))
+            assert calls.isdisjoint(wave)
+            calls.update(wave)
+            return wave
+
+        def some_arrived(wave: set[str]) -> bool:
+            return any(e["data"]["call_sid"] in wave for e in received(receiver))
+
+        # Each failure strikes while the previous wave is still being turned into events
+        # and delivered: the pipeline is busy, not idle.
+        wave = post_wave(41)
+        wait_until(lambda: some_arrived(wave), 60, "events of the first wave")
+        engines[0].stop(signal.SIGKILL)
+        wave = post_wave(42)
+        wait_until(lambda: some_arrived(wave), 60, "events of the second wave")
+        deliveries[0].stop(signal.SIGKILL)
+        wave = post_wave(43)
+        wait_until(lambda: some_arrived(wave), 60, "events of the third wave")
+        killed_node = 2
+        distributed.cluster.kill(killed_node)
+        post_wave(44)
+
+        wait_until(
+            lambda: calls <= complete_ids(receiver).keys(), 90, "every call's complete summary"
+        )
+
+        # What the engine stored must all be delivered: wait until as many distinct ids
+        # arrived as it stored events, then compare them one by one.
+        def caught_up() -> bool:
+            ids = {event["id"] for event in received(receiver)}
+            return len(ids) >= sum(len(found) for found in logged_events(env).values())
+
+        wait_until(caught_up, 60, "every stored event at the sink", every=0.5)
+        assert_every_event_arrived_once(env, receiver, calls)
+        assert lease_owners(env).keys() == set(range(PARTITIONS))
+        assert {owner_pid(o) for o in lease_owners(env).values()} == {pid_of(engines[1])}
+    finally:
+        stop_all([*engines, *deliveries, front])
+        if killed_node is not None:
+            # The cluster is shared by the session: bring the node back before others run.
+            distributed.cluster.restart(killed_node)
+
+
+def test_partitions_move_between_engine_workers_without_two_owners(
+    tmp_path: Path, distributed: Distributed, receiver: Receiver
+) -> None:
+    data_dir = tmp_path / "data"
+    env = worker_env(distributed, data_dir)
+    front = Server(data_dir, extra_env=env, command=["worker", "--role", "api,ingest,delivery"])
+    first = Server(data_dir, extra_env=env, command=["worker", "--role", "engine"])
+    second = Server(data_dir, extra_env=env, command=["worker", "--role", "engine"])
+    watch = LeaseWatch(env).start()
+    try:
+        start_all([front, first])
+
+        def owned_by(*servers: Server) -> bool:
+            owners = lease_owners(env)
+            pids = {owner_pid(o) for o in owners.values()}
+            return len(owners) == PARTITIONS and pids == {pid_of(s) for s in servers}
+
+        wait_until(lambda: owned_by(first), 30, "the first engine worker to own every partition")
+        subscribe_everything(front, receiver)
+        calls = set(post_traffic(front, ACCOUNT_SID, AUTH_TOKEN, calls=4, seed=51))
+
+        second.start(timeout=60)
+        wait_until(lambda: owned_by(first, second), 30, "the two workers to share partitions")
+        calls |= set(post_traffic(front, ACCOUNT_SID, AUTH_TOKEN, calls=4, seed=52))
+
+        assert first.stop() == 0  # a clean stop hands its leases back
+        wait_until(lambda: owned_by(second), 30, "the second worker to own every partition")
+        calls |= set(post_traffic(front, ACCOUNT_SID, AUTH_TOKEN, calls=4, seed=53))
+
+        wait_until(
+            lambda: calls <= complete_ids(receiver).keys(), 90, "every call's complete summary"
+        )
+        watch.stop()
+        assert watch.overlaps(LEASE_TTL) == []
+        handed = {
+            w.partition for w in watch.writes if w.owner and owner_pid(w.owner) == pid_of(second)
+        }
+        assert handed == set(range(PARTITIONS))
+        # A clean handover (release, then take) is quick; a TTL plus scheduling at most.
+        assert watch.longest_unowned(LEASE_TTL) < LEASE_TTL + 3.0
+        summaries = complete_ids(receiver)
+        assert all(len(ids) == 1 for ids in summaries.values()), summaries
+        assert conflicting_duplicates(receiver) == {}
+    finally:
+        watch.stop()
+        stop_all([second, first, front])
 
 
 @pytest.mark.parametrize(
