@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -97,6 +98,10 @@ def open_embedded(settings: Settings) -> EmbeddedStores:
     )
 
 
+START_PATIENCE = 60.0
+"""How long a starting server waits for its backend's servers to answer."""
+
+
 @dataclass
 class Services:
     """A backend's stores behind their protocols, as the stages and routes use them.
@@ -123,9 +128,28 @@ class Services:
     starts: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     stops: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
-    async def start(self) -> None:
+    async def start(self, patience: float = START_PATIENCE) -> None:
+        """Run each start step, retrying one that times out or cannot connect (a cluster
+        still electing leaders, a database restarting) until ``patience`` seconds have
+        passed; each step creates only what is missing, so running it again is safe."""
+        deadline = time.monotonic() + patience
         for start in self.starts:
-            await start()
+            delay = 0.5
+            while True:
+                try:
+                    await start()
+                    break
+                except (TimeoutError, OSError) as exc:
+                    if time.monotonic() + delay > deadline:
+                        raise
+                    print(
+                        f"callstream: a backend is not answering yet ({exc!r}); "
+                        f"trying again in {delay:g} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 4.0)
 
     async def close(self) -> None:
         """Stop in the reverse order of starting; one failure does not skip the rest."""
