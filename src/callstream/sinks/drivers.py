@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+import aiohttp
 import msgspec
 
 from callstream.store.control import Sink
@@ -30,6 +31,26 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
     delivered: tuple[int, ...] = ()
     """When not ok: the indices (into the request's events) that were delivered anyway."""
+
+
+def status_outcome(status: int) -> Outcome:
+    """An HTTP sink's answer: 2xx delivered; 429 and 5xx worth retrying; other codes refused."""
+    if 200 <= status < 300:
+        return Outcome(ok=True, retry=False, status=status)
+    if status == 429 or status >= 500:
+        return Outcome(ok=False, retry=True, status=status, error=f"HTTP {status} (91306)")
+    return Outcome(ok=False, retry=False, status=status, error=f"HTTP {status} (91305)")
+
+
+def failure_outcome(exc: BaseException, timeout: float) -> Outcome:
+    """A request to an HTTP sink that got no answer (every such failure is retried)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return Outcome(ok=False, retry=True, error=f"could not connect (91307): {exc}")
+    if isinstance(exc, TimeoutError):
+        return Outcome(ok=False, retry=True, error=f"no response within {timeout:g}s (91308)")
+    return Outcome(
+        ok=False, retry=True, error=f"request failed (91307): {type(exc).__name__}: {exc}"
+    )
 
 
 class SinkDriver(Protocol):

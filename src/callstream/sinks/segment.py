@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import aiohttp
 import msgspec
 
-from callstream.sinks.drivers import Outcome
+from callstream.sinks.drivers import Outcome, failure_outcome, status_outcome
 from callstream.sinks.envelope import Envelope, read_envelope
 from callstream.store.control import Sink
 
@@ -174,18 +174,6 @@ class SegmentDriver:
             ) as response:
                 await response.read()
                 status = response.status
-        except aiohttp.ClientConnectorError as exc:
-            return Outcome(ok=False, retry=True, error=f"could not connect (91307): {exc}")
-        except TimeoutError:
-            return Outcome(
-                ok=False, retry=True, error=f"no response within {self._timeout:g}s (91308)"
-            )
-        except (aiohttp.ClientError, OSError) as exc:
-            return Outcome(
-                ok=False, retry=True, error=f"request failed (91307): {type(exc).__name__}: {exc}"
-            )
-        if 200 <= status < 300:
-            return Outcome(ok=True, retry=False, status=status)
-        if status == 429 or status >= 500:
-            return Outcome(ok=False, retry=True, status=status, error=f"HTTP {status} (91306)")
-        return Outcome(ok=False, retry=False, status=status, error=f"HTTP {status} (91305)")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return failure_outcome(exc, self._timeout)
+        return status_outcome(status)

@@ -49,7 +49,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from standardwebhooks.webhooks import Webhook
 
 from callstream.cloudevents import CloudEvent, encode_batch
-from callstream.sinks.drivers import Outcome
+from callstream.sinks.drivers import Outcome, failure_outcome, status_outcome
 from callstream.store.control import Sink
 
 DEFAULT_TIMEOUT = 5.0
@@ -311,17 +311,7 @@ class WebhookClient:
                 return Outcome(
                     ok=False, retry=False, error=f"forbidden destination: {exc.os_error}"
                 )
-            return Outcome(ok=False, retry=True, error=f"could not connect (91307): {exc}")
-        except TimeoutError:
-            return Outcome(
-                ok=False, retry=True, error=f"no response within {self._timeout:g}s (91308)"
-            )
-        except (aiohttp.ClientError, OSError) as exc:
-            return Outcome(
-                ok=False, retry=True, error=f"request failed (91307): {type(exc).__name__}: {exc}"
-            )
-        if 200 <= status < 300:
-            return Outcome(ok=True, retry=False, status=status)
-        if status == 429 or status >= 500:
-            return Outcome(ok=False, retry=True, status=status, error=f"HTTP {status} (91306)")
-        return Outcome(ok=False, retry=False, status=status, error=f"HTTP {status} (91305)")
+            return failure_outcome(exc, self._timeout)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return failure_outcome(exc, self._timeout)
+        return status_outcome(status)
