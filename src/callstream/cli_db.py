@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-import psycopg
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from callstream.store.postgres.schema import SchemaTooNew, migrate
+from callstream.store.postgres.schema import DatabaseError, SchemaTooNew, migrate
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -50,7 +49,7 @@ def upgrade(
     except SchemaTooNew as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILED) from None
-    except psycopg.Error as exc:
+    except DatabaseError as exc:
         err.print(f"[red]error:[/red] cannot migrate the database: {escape(str(exc))}")
         raise typer.Exit(EXIT_FAILED) from None
     if result.applied:

@@ -37,6 +37,11 @@ class SchemaTooNew(RuntimeError):
     """The database was migrated by a newer callstream than this one."""
 
 
+DatabaseError = psycopg.Error
+"""What ``migrate`` raises when the database cannot be reached or migrated (callers outside
+``store/`` catch this name, not the driver's)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
