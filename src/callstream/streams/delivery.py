@@ -71,27 +71,31 @@ LatencyObserver = Callable[[str, Sequence[float]], None]
 THROTTLED = "91302"
 
 
+_DEFAULTS = Settings()
+"""The settings' defaults are the delivery defaults: one place says what they are."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DeliveryConfig:
-    concurrency: int = 4
+    concurrency: int = _DEFAULTS.delivery_concurrency
     """Requests in flight per sink."""
-    batch_size: int = 100
+    batch_size: int = _DEFAULTS.delivery_batch_size
     """Events per request for ``batch_events`` sinks."""
-    batch_bytes: int = 1024 * 1024
+    batch_bytes: int = _DEFAULTS.delivery_batch_bytes
     """Bytes of events per request for ``batch_events`` sinks (one larger event goes alone)."""
-    linger: float = 0.05
+    linger: float = _DEFAULTS.delivery_linger
     """How long a batch may wait to fill."""
-    timeout: float = 5.0
-    retry_base: float = 1.0
-    retry_cap: float = 600.0
-    retry_window: float = 4 * 3600.0
-    lease: float = 60.0
+    timeout: float = _DEFAULTS.delivery_timeout
+    retry_base: float = _DEFAULTS.delivery_retry_base
+    retry_cap: float = _DEFAULTS.delivery_retry_cap
+    retry_window: float = _DEFAULTS.delivery_retry_window
+    lease: float = _DEFAULTS.delivery_lease
     """How long a claimed item stays hidden from other claims."""
-    attempts_kept: int = 200
+    attempts_kept: int = _DEFAULTS.delivery_attempts_kept
     """Attempt-log rows kept per sink."""
-    idle_exit: float = 10.0
+    idle_exit: float = _DEFAULTS.delivery_idle_exit
     """A sink's task ends after this long with nothing to do (it restarts when work comes)."""
-    failure_threshold: int = 10
+    failure_threshold: int = _DEFAULTS.sink_failure_threshold
     """Consecutive failed requests before the sink is marked ``failed``; 0 never marks it."""
     throttle: ThrottlePolicy = dataclasses.field(default_factory=ThrottlePolicy)
 
